@@ -1,0 +1,79 @@
+"""StyleGAN2 discriminator, residual architecture (Karras et al. 2020, fig. 7c).
+
+Lives here: `Discriminator`. FromRGB at full resolution, then one residual block per resolution
+(two 3x3 convs with FIR downsampling, plus a downsampled 1x1 skip, summed and scaled by 1/sqrt(2)),
+then minibatch stddev, a 3x3 conv and a dense head. It returns raw logits: there is no sigmoid,
+because the hinge, WGAN and logistic losses all need unbounded scores (the earlier attempt squashed
+them and stopped learning). Not here: the losses (losses.py) or the layers (layers.py).
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from generator import channels_at, check_resolution
+from layers import EqualizedConv2D, EqualizedDense, MinibatchStdDev, register
+
+INV_SQRT2 = 1.0 / math.sqrt(2.0)
+
+
+@register
+class Discriminator(keras.Model):
+    """Image -> one logit per image. Shapes: images [B, R, R, channels] -> [B, 1]"""
+
+    def __init__(self, resolution=64, channels=1, channel_base=8192, channel_max=256,
+                 mbstd_group_size=4, mbstd_num_features=1, **kwargs):
+        super().__init__(**kwargs)
+        log2_res = check_resolution(resolution)
+        self.resolution, self.channels = int(resolution), int(channels)
+        self.channel_base, self.channel_max = int(channel_base), int(channel_max)
+        self.mbstd_group_size, self.mbstd_num_features = int(mbstd_group_size), int(mbstd_num_features)
+        ch = lambda res: channels_at(res, self.channel_base, self.channel_max)  # noqa: E731
+
+        self.from_rgb = EqualizedConv2D(ch(resolution), 1, activation="lrelu", name="from_rgb")
+        self.blocks = []
+        for res in [2 ** i for i in range(log2_res, 2, -1)]:
+            self.blocks.append((
+                EqualizedConv2D(ch(res), 3, activation="lrelu", name=f"b{res}_conv0"),
+                EqualizedConv2D(ch(res // 2), 3, activation="lrelu", down=True, name=f"b{res}_conv1"),
+                EqualizedConv2D(ch(res // 2), 1, use_bias=False, down=True, name=f"b{res}_skip"),
+            ))
+        self.mbstd = MinibatchStdDev(self.mbstd_group_size, self.mbstd_num_features, name="mbstd")
+        self.conv4 = EqualizedConv2D(ch(4), 3, activation="lrelu", name="b4_conv")
+        self.fc = EqualizedDense(ch(4), activation="lrelu", name="b4_fc")
+        self.out = EqualizedDense(1, name="b4_out")
+        self.build((None, self.resolution, self.resolution, self.channels))
+
+    def build(self, input_shape):
+        shape = input_shape
+        self.from_rgb.build(shape)
+        shape = self.from_rgb.compute_output_shape(shape)
+        for conv0, conv1, skip in self.blocks:
+            conv0.build(shape)
+            conv1.build(conv0.compute_output_shape(shape))
+            skip.build(shape)
+            shape = skip.compute_output_shape(shape)
+        shape = self.mbstd.compute_output_shape(shape)
+        self.conv4.build(shape)
+        shape = self.conv4.compute_output_shape(shape)
+        self.fc.build((shape[0], shape[1] * shape[2] * shape[3]))
+        self.out.build((shape[0], self.fc.units))
+        self.built = True
+
+    def call(self, images):
+        x = self.from_rgb(ops.cast(images, self.compute_dtype))
+        for conv0, conv1, skip in self.blocks:
+            x = (skip(x) + conv1(conv0(x))) * INV_SQRT2
+        x = self.conv4(self.mbstd(x))                                   # [B, 4, 4, C]
+        x = self.fc(ops.reshape(x, (ops.shape(x)[0], -1)))              # [B, C]
+        return ops.cast(self.out(x), "float32")                         # [B, 1] raw logits
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+    def get_config(self):
+        return {"resolution": self.resolution, "channels": self.channels,
+                "channel_base": self.channel_base, "channel_max": self.channel_max,
+                "mbstd_group_size": self.mbstd_group_size,
+                "mbstd_num_features": self.mbstd_num_features, "name": self.name}

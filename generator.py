@@ -1,0 +1,207 @@
+"""StyleGAN2 generator: mapping network z -> w and skip-architecture synthesis network w -> image.
+
+Lives here: `MappingNetwork`, `SynthesisNetwork`, `Generator` and the channel schedule shared with
+the discriminator. Not here: the layers themselves (layers.py), training, EMA and style-mixing
+regularisation (gan.py).
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from layers import (BiasActivation, EqualizedDense, ModulatedConv2D, NoiseInjection, PixelNorm, ToRGB,
+                    fir_filter, register, upsample_2d)
+
+MIN_CHANNELS = 8  # The earlier attempt trained with 1 filter; anything this thin cannot learn anatomy.
+
+
+def check_resolution(resolution):
+    if resolution < 8 or resolution > 1024 or resolution & (resolution - 1):
+        raise ValueError(f"resolution must be a power of two from 8 to 1024, got {resolution}")
+    return int(math.log2(resolution))
+
+
+def channels_at(res, channel_base, channel_max):
+    """Feature maps at a resolution: min(channel_base / res, channel_max), as in the paper."""
+    channels = min(channel_base // res, channel_max)
+    if channels < MIN_CHANNELS:
+        raise ValueError(
+            f"channel_base={channel_base} gives {channels} channels at {res}x{res}; at least "
+            f"{MIN_CHANNELS} are needed, so use channel_base >= {MIN_CHANNELS * res}")
+    return channels
+
+
+def num_ws_for(resolution):
+    """Style vectors the synthesis network consumes: one per conv plus the last ToRGB."""
+    return 2 * check_resolution(resolution) - 2
+
+
+@register
+class MappingNetwork(keras.layers.Layer):
+    """z -> w: PixelNorm then `num_layers` equalized dense layers with lr multiplier 0.01.
+
+    `w_avg` (non-trainable) is the running mean of w, updated by the trainer and used for the
+    truncation trick: w' = w_avg + psi * (w - w_avg).
+    Shapes: z [B, z_dim] -> w [B, w_dim]
+    """
+
+    def __init__(self, z_dim=512, w_dim=512, num_layers=8, lr_multiplier=0.01, **kwargs):
+        super().__init__(**kwargs)
+        if not 1 <= num_layers <= 8:
+            raise ValueError(f"mapping num_layers must be between 1 and 8, got {num_layers}")
+        self.z_dim, self.w_dim, self.num_layers = int(z_dim), int(w_dim), int(num_layers)
+        self.lr_multiplier = float(lr_multiplier)
+        self.norm = PixelNorm()
+        self.dense = [EqualizedDense(self.w_dim, lr_multiplier=self.lr_multiplier, activation="lrelu",
+                                     name=f"fc{i}") for i in range(self.num_layers)]
+
+    def build(self, z_shape):
+        shape = z_shape
+        for layer in self.dense:
+            layer.build(shape)
+            shape = tuple(shape[:-1]) + (self.w_dim,)
+        self.w_avg = self.add_weight(name="w_avg", shape=(self.w_dim,), initializer="zeros",
+                                     trainable=False)
+
+    def call(self, z):
+        x = self.norm(z)
+        for layer in self.dense:
+            x = layer(x)
+        return x
+
+    def truncate(self, w, psi):
+        return self.w_avg + psi * (w - self.w_avg)
+
+    def compute_output_shape(self, z_shape):
+        return tuple(z_shape[:-1]) + (self.w_dim,)
+
+    def get_config(self):
+        return {**super().get_config(), "z_dim": self.z_dim, "w_dim": self.w_dim,
+                "num_layers": self.num_layers, "lr_multiplier": self.lr_multiplier}
+
+
+@register
+class SynthesisNetwork(keras.layers.Layer):
+    """Per-layer styles ws -> image, skip architecture (Karras et al. 2020, fig. 7b).
+
+    A learned 4x4 constant, then per resolution: upsampling modulated conv, modulated conv (each
+    followed by noise and bias + lrelu) and a ToRGB whose output is added to the FIR-upsampled image
+    so far. Style i drives conv i; the last style drives the final ToRGB.
+    Shapes: ws [B, num_ws, w_dim] -> [B, R, R, channels]
+    """
+
+    def __init__(self, resolution=64, channels=1, w_dim=512, channel_base=8192, channel_max=256,
+                 fused=False, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.log2_res = check_resolution(resolution)
+        self.resolution, self.channels, self.w_dim = int(resolution), int(channels), int(w_dim)
+        self.channel_base, self.channel_max = int(channel_base), int(channel_max)
+        self.fused, self.seed = bool(fused), int(seed)
+        self.num_ws = num_ws_for(resolution)
+        self.fir = fir_filter()
+        self.res_list = [2 ** i for i in range(2, self.log2_res + 1)]
+        self.convs, self.noises, self.acts, self.torgbs = [], [], [], []
+        for res in self.res_list:
+            c = channels_at(res, self.channel_base, self.channel_max)
+            for j in range(1 if res == 4 else 2):
+                index = len(self.convs)
+                self.convs.append(ModulatedConv2D(c, 3, up=(res > 4 and j == 0), fused=self.fused,
+                                                  name=f"b{res}_conv{j}"))
+                self.noises.append(NoiseInjection(seed=self.seed * 1000 + index, name=f"b{res}_noise{j}"))
+                self.acts.append(BiasActivation("lrelu", name=f"b{res}_act{j}"))
+            self.torgbs.append(ToRGB(self.channels, fused=self.fused, name=f"b{res}_torgb"))
+
+    def build(self, ws_shape):
+        c4 = channels_at(4, self.channel_base, self.channel_max)
+        self.const = self.add_weight(name="const", shape=(4, 4, c4), initializer="random_normal")
+        w_shape = (ws_shape[0], self.w_dim)
+        x_shape = (ws_shape[0], 4, 4, c4)
+        conv_index = 0
+        for res, torgb in zip(self.res_list, self.torgbs):
+            for _ in range(1 if res == 4 else 2):
+                conv = self.convs[conv_index]
+                conv.build(x_shape, w_shape)
+                x_shape = conv.compute_output_shape(x_shape, w_shape)
+                self.noises[conv_index].build(x_shape)
+                self.acts[conv_index].build(x_shape)
+                conv_index += 1
+            torgb.build(x_shape, w_shape)
+
+    def call(self, ws, noise_mode="random"):
+        batch = ops.shape(ws)[0]
+        x = ops.tile(ops.cast(self.const, self.compute_dtype)[None], [batch, 1, 1, 1])  # [B, 4, 4, C]
+        image = None
+        conv_index = 0
+        for res, torgb in zip(self.res_list, self.torgbs):
+            for _ in range(1 if res == 4 else 2):
+                w = ws[:, conv_index]
+                x = self.convs[conv_index](x, w)
+                x = self.noises[conv_index](x, noise_mode=noise_mode)
+                x = self.acts[conv_index](x)
+                conv_index += 1
+            y = torgb(x, ws[:, conv_index])                                            # style of next conv
+            image = y if image is None else upsample_2d(image, self.fir) + y
+        return image
+
+    def compute_output_shape(self, ws_shape):
+        return (ws_shape[0], self.resolution, self.resolution, self.channels)
+
+    def get_config(self):
+        return {**super().get_config(), "resolution": self.resolution, "channels": self.channels,
+                "w_dim": self.w_dim, "channel_base": self.channel_base, "channel_max": self.channel_max,
+                "fused": self.fused, "seed": self.seed}
+
+
+@register
+class Generator(keras.Model):
+    """Mapping plus synthesis network. `generator(z)` returns images in roughly [-1, 1].
+
+    Keyword arguments of `call`: `psi` and `truncation_cutoff` for the truncation trick (psi=1 is
+    off), `noise_mode` ('random', 'const', 'none').
+    Shapes: z [B, z_dim] -> [B, R, R, channels]
+    """
+
+    def __init__(self, resolution=64, channels=1, z_dim=512, w_dim=512, mapping_layers=8,
+                 channel_base=8192, channel_max=256, fused=False, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.resolution, self.channels = int(resolution), int(channels)
+        self.z_dim, self.w_dim, self.mapping_layers = int(z_dim), int(w_dim), int(mapping_layers)
+        self.channel_base, self.channel_max = int(channel_base), int(channel_max)
+        self.fused, self.seed = bool(fused), int(seed)
+        self.mapping = MappingNetwork(self.z_dim, self.w_dim, self.mapping_layers, name="mapping")
+        self.synthesis = SynthesisNetwork(self.resolution, self.channels, self.w_dim, self.channel_base,
+                                          self.channel_max, self.fused, self.seed, name="synthesis")
+        self.num_ws = self.synthesis.num_ws
+        self.build((None, self.z_dim))
+
+    def build(self, z_shape):
+        self.mapping.build(z_shape)
+        self.synthesis.build((z_shape[0], self.num_ws, self.w_dim))
+        self.built = True
+
+    def broadcast(self, w):
+        """One w for every layer: [B, w_dim] -> [B, num_ws, w_dim]."""
+        return ops.repeat(w[:, None, :], self.num_ws, axis=1)
+
+    def truncate(self, ws, psi=1.0, truncation_cutoff=None):
+        """Pull styles towards w_avg; only the first `truncation_cutoff` layers (all when None)."""
+        if psi == 1.0:
+            return ws
+        cutoff = self.num_ws if truncation_cutoff is None else int(truncation_cutoff)
+        layer = np.arange(self.num_ws)[None, :, None]
+        return ops.where(layer < cutoff, self.mapping.truncate(ws, psi), ws)
+
+    def call(self, z, psi=1.0, truncation_cutoff=None, noise_mode="random"):
+        ws = self.truncate(self.broadcast(self.mapping(z)), psi, truncation_cutoff)
+        return self.synthesis(ws, noise_mode=noise_mode)
+
+    def compute_output_shape(self, z_shape):
+        return (z_shape[0], self.resolution, self.resolution, self.channels)
+
+    def get_config(self):
+        return {"resolution": self.resolution, "channels": self.channels, "z_dim": self.z_dim,
+                "w_dim": self.w_dim, "mapping_layers": self.mapping_layers,
+                "channel_base": self.channel_base, "channel_max": self.channel_max,
+                "fused": self.fused, "seed": self.seed, "name": self.name}

@@ -1,0 +1,297 @@
+"""layers.py against independent NumPy references, plus Keras's own layer test harness."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras.src import testing
+
+import layers as L
+
+RNG = np.random.default_rng(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPy references, written from the definitions, sharing no code with layers.py
+# ---------------------------------------------------------------------------------------------
+
+def np_upfirdn2d(x, f, up=1, down=1, pad=(0, 0), gain=1.0):
+    """Zero-insert, pad, true 2D convolution with f, decimate. x [B, H, W, C]."""
+    b, h, w, c = x.shape
+    z = np.zeros([b, h * up, w * up, c], x.dtype)
+    z[:, ::up, ::up] = x
+    z = np.pad(z, [(0, 0), pad, pad, (0, 0)])
+    k = f.shape[0]
+    oh, ow = z.shape[1] - k + 1, z.shape[2] - k + 1
+    out = np.zeros([b, oh, ow, c])
+    for i in range(oh):
+        for j in range(ow):
+            # Convolution: output(i, j) = sum_{a, b} z(i + a, j + b) * f(k-1-a, k-1-b).
+            out[:, i, j] = np.einsum("bhwc,hw->bc", z[:, i:i + k, j:j + k], f[::-1, ::-1]) * gain
+    return out[:, ::down, ::down]
+
+
+def np_conv_same(x, w):
+    """Cross-correlation with 'same' zero padding, odd kernel. x [H, W, I], w [k, k, I, O]."""
+    k = w.shape[0]
+    p = (k - 1) // 2
+    xp = np.pad(x, [(p, p), (p, p), (0, 0)])
+    h, wd = x.shape[:2]
+    return np.stack([np.stack([np.einsum("hwi,hwio->o", xp[i:i + k, j:j + k], w)
+                               for j in range(wd)]) for i in range(h)])
+
+
+def np_conv_transpose2(x, w):
+    """Stride-2 transposed convolution by scatter-add: out[2i+a, 2j+b] += x[i, j] @ w[a, b]."""
+    h, wd, _ = x.shape
+    k, o = w.shape[0], w.shape[-1]
+    out = np.zeros([2 * h + k - 2, 2 * wd + k - 2, o])
+    for i in range(h):
+        for j in range(wd):
+            out[2 * i:2 * i + k, 2 * j:2 * j + k] += np.einsum("i,abio->abo", x[i, j], w)
+    return out
+
+
+def np_modulated_conv(x, weight, styles, demodulate, up):
+    """Per-sample explicitly modulated (and demodulated) weights, then an ordinary convolution."""
+    f = np.outer([1, 3, 3, 1], [1, 3, 3, 1]) / 64.0
+    outs = []
+    for xb, s in zip(x, styles):
+        wb = weight * s[None, None, :, None]                          # [k, k, I, O]
+        if demodulate:
+            wb = wb / np.sqrt(np.sum(wb ** 2, axis=(0, 1, 2), keepdims=True) + 1e-8)
+        if up:
+            y = np_conv_transpose2(xb, wb)
+            y = np_upfirdn2d(y[None], f, pad=(1, 1), gain=4.0)[0]
+        else:
+            y = np_conv_same(xb, wb)
+        outs.append(y)
+    return np.stack(outs)
+
+
+# ---------------------------------------------------------------------------------------------
+# FIR resampling
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("up,down,pad,gain", [(2, 1, (2, 1), 4.0), (1, 2, (1, 1), 1.0), (1, 1, (1, 2), 1.0)])
+def test_upfirdn2d_matches_numpy(up, down, pad, gain):
+    x = RNG.standard_normal([2, 6, 6, 3]).astype(np.float32)
+    f = L.fir_filter()
+    got = L.upfirdn2d(tf.constant(x), f, up=up, down=down, pad=pad, gain=gain).numpy()
+    np.testing.assert_allclose(got, np_upfirdn2d(x, f, up, down, pad, gain), atol=1e-5)
+
+
+def test_upfirdn2d_is_a_convolution_not_a_correlation():
+    f = np.array([[0, 0], [0, 1]], np.float32)        # Asymmetric: flipping matters.
+    x = np.zeros([1, 4, 4, 1], np.float32)
+    x[0, 1, 1, 0] = 1.0
+    got = L.upfirdn2d(tf.constant(x), f).numpy()
+    np.testing.assert_allclose(got, np_upfirdn2d(x, f), atol=1e-6)
+
+
+def test_fir_resampling_keeps_a_constant_image_constant():
+    f = L.fir_filter()
+    x = tf.fill([1, 8, 8, 2], 3.0)
+    up = L.upsample_2d(x, f).numpy()
+    down = L.downsample_2d(x, f).numpy()
+    assert up.shape == (1, 16, 16, 2) and down.shape == (1, 4, 4, 2)
+    # Away from the zero-padded border the value must be exactly preserved.
+    np.testing.assert_allclose(up[:, 2:-2, 2:-2], 3.0, atol=1e-5)
+    np.testing.assert_allclose(down[:, 1:-1, 1:-1], 3.0, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Modulated convolution
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("demodulate", [True, False])
+@pytest.mark.parametrize("up", [False, True])
+def test_modulated_conv_matches_numpy(fused, demodulate, up):
+    x = RNG.standard_normal([3, 5, 5, 4]).astype(np.float32)
+    weight = RNG.standard_normal([3, 3, 4, 6]).astype(np.float32)
+    styles = RNG.uniform(0.2, 2.0, [3, 4]).astype(np.float32)
+    f = L.fir_filter()
+    got = L.modulated_conv2d(tf.constant(x), tf.constant(weight), tf.constant(styles),
+                             demodulate=demodulate, up=up, fused=fused, f=f).numpy()
+    want = np_modulated_conv(x, weight, styles, demodulate, up)
+    assert got.shape == want.shape == (3, 10 if up else 5, 10 if up else 5, 6)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_demodulated_output_has_unit_variance():
+    # For i.i.d. unit-variance input, each output is a sum of k*k*I inputs with weights whose
+    # squares sum to 1, so its variance is 1 whatever the styles (away from the padded border).
+    layer = L.ModulatedConv2D(8, 3, demodulate=True)
+    x = tf.random.stateless_normal([16, 24, 24, 16], seed=[1, 2])
+    w = tf.random.stateless_normal([16, 32], seed=[3, 4]) * 3.0
+    y = layer(x, w).numpy()[:, 1:-1, 1:-1]
+    np.testing.assert_allclose(y.var(axis=(0, 1, 2)), 1.0, rtol=0.06)
+    undemodulated = L.ModulatedConv2D(8, 3, demodulate=False)(x, w).numpy()[:, 1:-1, 1:-1]
+    assert abs(undemodulated.var() - 1.0) > 0.2   # The check above can fail.
+
+
+def test_modulated_conv_layer_uses_affine_styles_with_bias_one():
+    layer = L.ModulatedConv2D(4, 3, demodulate=False)
+    x = tf.random.stateless_normal([2, 4, 4, 3], seed=[0, 1])
+    w = tf.zeros([2, 5])
+    y = layer(x, w).numpy()
+    # w = 0 gives styles equal to the affine bias, which starts at exactly 1.
+    np.testing.assert_allclose(layer.affine(w).numpy(), 1.0)
+    kernel = layer.kernel.numpy() / math.sqrt(3 * 9)
+    np.testing.assert_allclose(y, np.stack([np_conv_same(xb, kernel) for xb in x.numpy()]), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Equalized learning rate
+# ---------------------------------------------------------------------------------------------
+
+def test_equalized_dense_effective_weight_and_output():
+    layer = L.EqualizedDense(3, gain=2.0, lr_multiplier=0.01, bias_init=1.0)
+    x = RNG.standard_normal([4, 5]).astype(np.float32)
+    y = layer(x).numpy()
+    w = layer.kernel.numpy()
+    expected_w = w * 2.0 / math.sqrt(5) * 0.01
+    np.testing.assert_allclose(layer.effective_kernel().numpy(), expected_w, rtol=1e-6)
+    np.testing.assert_allclose(y, x @ expected_w + 1.0, atol=1e-5)
+    # Stored weights start at N(0, 1/lr_mult^2), so effective weights start at N(0, gain^2/fan_in).
+    big = L.EqualizedDense(256, lr_multiplier=0.01)
+    big.build((None, 256))
+    assert abs(np.std(big.kernel.numpy()) - 100.0) < 3.0
+    assert abs(np.std(big.effective_kernel().numpy()) - 1 / 16) < 0.002
+
+
+def test_equalized_conv_effective_weight_and_output():
+    layer = L.EqualizedConv2D(4, 3, gain=1.5, lr_multiplier=0.5)
+    x = RNG.standard_normal([2, 5, 5, 3]).astype(np.float32)
+    y = layer(x).numpy()
+    expected_w = layer.kernel.numpy() * 1.5 / math.sqrt(3 * 3 * 3) * 0.5
+    np.testing.assert_allclose(layer.effective_kernel().numpy(), expected_w, rtol=1e-6)
+    np.testing.assert_allclose(y, np.stack([np_conv_same(xb, expected_w) for xb in x]), atol=1e-5)
+
+
+def test_lrelu_gain_preserves_second_moment():
+    x = tf.random.stateless_normal([200000], seed=[0, 0])
+    y = L.bias_act(x, 0.0, "lrelu").numpy()
+    # E[lrelu(x)^2] * 2 = (1 + 0.2^2) for x ~ N(0, 1).
+    np.testing.assert_allclose(np.mean(y ** 2), 1.04, rtol=0.02)
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation, noise, minibatch stddev
+# ---------------------------------------------------------------------------------------------
+
+def test_pixel_norm_unit_rms():
+    x = RNG.standard_normal([3, 7]).astype(np.float32) * 5
+    y = L.pixel_norm(tf.constant(x)).numpy()
+    np.testing.assert_allclose(y, x / np.sqrt(np.mean(x ** 2, axis=-1, keepdims=True) + 1e-8), rtol=1e-5)
+
+
+@pytest.mark.parametrize("batch,group,features", [(8, 4, 1), (6, 2, 2), (2, 4, 1)])
+def test_minibatch_stddev_matches_numpy(batch, group, features):
+    x = RNG.standard_normal([batch, 3, 3, 4]).astype(np.float32)
+    got = L.minibatch_stddev(tf.constant(x), group, features).numpy()
+    g = min(group, batch)
+    n = batch // g
+    want = np.zeros([batch, 3, 3, features])
+    for j in range(n):
+        members = x[j::n]                                               # sample i in group i % n
+        std = np.sqrt(members.var(axis=0) + 1e-8)                       # [H, W, C]
+        per_feature = std.reshape(3, 3, features, -1).mean(axis=(0, 1, 3))
+        want[j::n] = per_feature
+    np.testing.assert_allclose(got[..., :4], x)
+    np.testing.assert_allclose(got[..., 4:], want, rtol=1e-5)
+
+
+def test_noise_injection_modes():
+    layer = L.NoiseInjection(seed=3)
+    x = tf.zeros([2, 4, 4, 2])
+    layer.build(x.shape)
+    layer.strength.assign(0.5)
+    a, b = layer(x).numpy(), layer(x).numpy()
+    assert not np.allclose(a, b)                                        # fresh noise each call
+    np.testing.assert_allclose(a[..., 0], a[..., 1])                    # one map shared by channels
+    c1, c2 = layer(x, noise_mode="const").numpy(), layer(x, noise_mode="const").numpy()
+    np.testing.assert_array_equal(c1, c2)
+    np.testing.assert_allclose(c1[0, ..., 0], 0.5 * layer.const_noise.numpy()[0, ..., 0])
+    np.testing.assert_array_equal(layer(x, noise_mode="none").numpy(), 0.0)
+    with pytest.raises(ValueError, match="noise_mode"):
+        layer(x, noise_mode="bogus")
+
+
+def test_bad_arguments_name_the_value():
+    with pytest.raises(ValueError, match="activation"):
+        L.EqualizedDense(4, activation="relu6")
+    with pytest.raises(ValueError, match="filters"):
+        L.ModulatedConv2D(0, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Keras's own layer harness and serialization
+# ---------------------------------------------------------------------------------------------
+
+class TestKerasHarness(testing.TestCase):
+    def test_equalized_dense(self):
+        self.run_layer_test(L.EqualizedDense, {"units": 3, "lr_multiplier": 0.1, "activation": "lrelu"},
+                            input_shape=(2, 5), expected_output_shape=(2, 3),
+                            expected_num_trainable_weights=2)
+
+    def test_equalized_conv(self):
+        self.run_layer_test(L.EqualizedConv2D, {"filters": 3, "kernel_size": 3, "down": True},
+                            input_shape=(2, 8, 8, 2), expected_output_shape=(2, 4, 4, 3),
+                            expected_num_trainable_weights=2)
+
+    def test_modulated_conv(self):
+        for fused in (False, True):
+            self.run_layer_test(L.ModulatedConv2D, {"filters": 3, "kernel_size": 3, "up": True, "fused": fused},
+                                input_shape={"x_shape": (2, 4, 4, 2), "w_shape": (2, 6)},
+                                expected_output_shape=(2, 8, 8, 3), expected_num_trainable_weights=3,
+                                run_training_check=False)  # The harness trains single-input layers only.
+
+    def test_to_rgb(self):
+        self.run_layer_test(L.ToRGB, {"channels": 1}, input_shape={"x_shape": (2, 4, 4, 2), "w_shape": (2, 6)},
+                            expected_output_shape=(2, 4, 4, 1), expected_num_trainable_weights=4,
+                            run_training_check=False)
+
+    def test_noise_injection(self):
+        self.run_layer_test(L.NoiseInjection, {"seed": 1}, input_shape=(2, 4, 4, 3),
+                            expected_output_shape=(2, 4, 4, 3), expected_num_trainable_weights=1,
+                            expected_num_non_trainable_weights=1, expected_num_seed_generators=1)
+
+    def test_bias_activation(self):
+        self.run_layer_test(L.BiasActivation, {"activation": "lrelu"}, input_shape=(2, 4, 4, 3),
+                            expected_output_shape=(2, 4, 4, 3), expected_num_trainable_weights=1)
+
+    def test_pixel_norm(self):
+        self.run_layer_test(L.PixelNorm, {}, input_shape=(2, 5), expected_output_shape=(2, 5),
+                            expected_num_trainable_weights=0)
+
+    def test_minibatch_stddev(self):
+        self.run_layer_test(L.MinibatchStdDev, {"group_size": 2, "num_features": 1}, input_shape=(4, 4, 4, 2),
+                            expected_output_shape=(4, 4, 4, 3), expected_num_trainable_weights=0)
+
+
+def test_functional_model_with_every_layer_survives_keras_save_load(tmp_path):
+    x_in = keras.Input((8, 8, 2), batch_size=4)
+    w_in = keras.Input((6,), batch_size=4)
+    w = L.EqualizedDense(6, activation="lrelu")(L.PixelNorm()(w_in))
+    x = L.ModulatedConv2D(8, 3, up=True)(x_in, w)
+    x = L.NoiseInjection(seed=1)(x, noise_mode="const")
+    x = L.BiasActivation("lrelu")(x)
+    x = L.ModulatedConv2D(8, 3, fused=True)(x, w)
+    img = L.ToRGB(1)(x, w)
+    y = L.EqualizedConv2D(8, 3, down=True, activation="lrelu")(img)
+    y = L.MinibatchStdDev(group_size=2)(y)
+    model = keras.Model([x_in, w_in], [img, y])
+    for v in model.weights:   # Non-trivial biases and noise strengths, so a lost weight shows.
+        v.assign(v + tf.random.stateless_normal(v.shape, seed=[len(v.path), 0]) * 0.1)
+    inputs = [RNG.standard_normal([4, 8, 8, 2]).astype(np.float32), RNG.standard_normal([4, 6]).astype(np.float32)]
+    before = model.predict(inputs, verbose=0)
+    path = tmp_path / "every_layer.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    after = loaded.predict(inputs, verbose=0)
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)

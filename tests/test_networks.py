@@ -1,0 +1,148 @@
+"""Generator and discriminator: structure, guards against the earlier attempt's bugs, and
+second-order gradients checked by finite differences."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from discriminator import Discriminator
+from generator import Generator, MIN_CHANNELS, channels_at, num_ws_for
+
+TINY = dict(resolution=8, channel_base=128, channel_max=16)
+
+
+def tiny_generator(**kwargs):
+    return Generator(**{**TINY, "z_dim": 8, "w_dim": 8, "mapping_layers": 2, **kwargs})
+
+
+@pytest.mark.parametrize("resolution", [8, 16, 32, 64, 128, 256, 512, 1024])
+def test_no_layer_thinner_than_eight_channels_at_default_settings(resolution):
+    base, cmax = 8192, 256  # the defaults, checked by the next test
+    for res in [2 ** i for i in range(2, int(np.log2(resolution)) + 1)]:
+        assert channels_at(res, base, cmax) >= MIN_CHANNELS
+
+
+def test_default_channel_settings_are_the_ones_checked():
+    g, d = Generator(resolution=8, mapping_layers=1), Discriminator(resolution=8)
+    assert (g.channel_base, g.channel_max, d.channel_base, d.channel_max) == (8192, 256, 8192, 256)
+
+
+def test_too_few_channels_is_a_clear_error():
+    with pytest.raises(ValueError, match="channel_base"):
+        Generator(resolution=64, channel_base=256)
+    with pytest.raises(ValueError, match="power of two"):
+        Discriminator(resolution=48)
+
+
+def test_every_built_conv_has_at_least_eight_filters_at_256():
+    g, d = Generator(resolution=256, mapping_layers=2), Discriminator(resolution=256)
+    kernels = [v for v in g.trainable_variables + d.trainable_variables
+               if v.path.endswith("kernel") and len(v.shape) == 4 and "torgb" not in v.path
+               and "from_rgb" not in v.path]
+    assert kernels and min(k.shape[-1] for k in kernels) >= MIN_CHANNELS
+    images = g(tf.random.stateless_normal([2, 512], seed=[0, 0]))
+    assert images.shape == (2, 256, 256, 1)
+    logits = d(images)
+    assert logits.shape == (2, 1) and np.all(np.isfinite(logits.numpy()))
+
+
+def test_mapping_network_is_trained():
+    g = tiny_generator()
+    trainable = {id(v) for v in g.trainable_variables}
+    mapping_vars = g.mapping.trainable_variables
+    assert len(mapping_vars) == 2 * 2                              # kernel + bias per dense layer
+    assert all(id(v) in trainable for v in mapping_vars)
+    assert id(g.mapping.w_avg) not in trainable                    # a running mean, not a weight
+    z = tf.random.stateless_normal([2, 8], seed=[1, 1])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(g(z, noise_mode="const") ** 2)
+    grads = tape.gradient(loss, mapping_vars)
+    assert all(gr is not None and float(tf.reduce_sum(tf.abs(gr))) > 0 for gr in grads)
+
+
+def test_discriminator_returns_unbounded_logits():
+    d = Discriminator(**TINY)
+    images = tf.random.stateless_normal([4, 8, 8, 1], seed=[2, 2])
+    d.out.kernel.assign(d.out.kernel * 1000.0)
+    logits = d(images).numpy()
+    assert logits.min() < 0.0 and np.abs(logits).max() > 1.0      # no sigmoid, no tanh
+
+
+def test_generator_structure_and_num_ws():
+    g = tiny_generator(resolution=16)
+    assert g.num_ws == num_ws_for(16) == 6
+    ws = tf.random.stateless_normal([2, g.num_ws, 8], seed=[3, 3])
+    out = g.synthesis(ws, noise_mode="const")
+    # The last style only drives the final ToRGB: changing it changes the image but not its layout.
+    ws2 = tf.concat([ws[:, :-1], ws[:, -1:] * 2.0], axis=1)
+    out2 = g.synthesis(ws2, noise_mode="const")
+    assert out.shape == (2, 16, 16, 1)
+    assert not np.allclose(out.numpy(), out2.numpy())
+
+
+def test_truncation_pulls_to_w_avg():
+    g = tiny_generator()
+    g.mapping.w_avg.assign(tf.random.stateless_normal([8], seed=[4, 4]))
+    z = tf.random.stateless_normal([3, 8], seed=[5, 5])
+    at_mean = g(z, psi=0.0, noise_mode="const").numpy()
+    np.testing.assert_allclose(at_mean[0], at_mean[1], atol=1e-5)   # every z maps to w_avg
+    free = g(z, psi=1.0, noise_mode="const").numpy()
+    assert not np.allclose(free[0], free[1])
+    partial = g(z, psi=0.0, truncation_cutoff=2, noise_mode="const").numpy()
+    assert not np.allclose(partial[0], partial[1])                  # fine layers keep their own w
+
+
+def test_generator_keras_round_trip(tmp_path):
+    g = tiny_generator()
+    for v in g.trainable_variables:
+        v.assign(v + 0.05)
+    z = np.random.default_rng(0).standard_normal([2, 8]).astype(np.float32)
+    before = g(z, noise_mode="const").numpy()
+    g.save(tmp_path / "g.keras")
+    loaded = keras.models.load_model(tmp_path / "g.keras")
+    np.testing.assert_array_equal(loaded(z, noise_mode="const").numpy(), before)
+
+
+def test_second_order_gradients_through_d_match_finite_differences():
+    """R1 differentiates D's input gradient w.r.t. D's weights; check that in float64."""
+    keras.config.set_dtype_policy("float64")
+    try:
+        d = Discriminator(resolution=8, channel_base=64, channel_max=8, mbstd_group_size=2)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    images = tf.constant(np.random.default_rng(1).standard_normal([4, 8, 8, 1]))
+
+    def r1():
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            logits = tf.reduce_sum(d(images))
+        return tf.reduce_sum(tf.square(tape.gradient(logits, images)))
+
+    with tf.GradientTape() as outer:
+        penalty = r1()
+    grads = outer.gradient(penalty, d.trainable_variables)
+    missing = [v.path for v, g in zip(d.trainable_variables, grads)
+               if g is None or not np.all(np.isfinite(g.numpy()))]
+    # Only the last layer's bias cannot influence the input gradient.
+    assert missing == [d.out.bias.path]
+    nonzero = [v.path for v, g in zip(d.trainable_variables, grads) if g is not None and np.any(g.numpy())]
+    # After the (non-linear) minibatch stddev D is piecewise linear, so the input gradient cannot
+    # depend on the biases there; every other weight must feed the penalty.
+    after_mbstd = {d.conv4.bias.path, d.fc.bias.path, d.out.bias.path}
+    assert set(v.path for v in d.trainable_variables) - set(nonzero) == after_mbstd
+
+    rng = np.random.default_rng(2)
+    direction = [rng.standard_normal(v.shape) for v in d.trainable_variables]
+    analytic = sum(float(np.sum(g.numpy() * u)) for g, u in zip(grads, direction) if g is not None)
+    eps = 1e-5
+    original = [v.numpy() for v in d.trainable_variables]
+    values = []
+    for sign in (1.0, -1.0):
+        for v, o, u in zip(d.trainable_variables, original, direction):
+            v.assign(o + sign * eps * u)
+        values.append(float(r1()))
+    for v, o in zip(d.trainable_variables, original):
+        v.assign(o)
+    numeric = (values[0] - values[1]) / (2 * eps)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-4)
