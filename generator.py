@@ -62,8 +62,9 @@ class MappingNetwork(keras.layers.Layer):
         for layer in self.dense:
             layer.build(shape)
             shape = tuple(shape[:-1]) + (self.w_dim,)
+        # Mean aggregation: replicas update it with their local means (tf.distribute).
         self.w_avg = self.add_weight(name="w_avg", shape=(self.w_dim,), initializer="zeros",
-                                     trainable=False)
+                                     trainable=False, aggregation="mean")
 
     def call(self, z):
         x = self.norm(z)
@@ -129,7 +130,7 @@ class SynthesisNetwork(keras.layers.Layer):
                 conv_index += 1
             torgb.build(x_shape, w_shape)
 
-    def call(self, ws, noise_mode="random"):
+    def call(self, ws, noise_mode="random", noise_seed=None):
         batch = ops.shape(ws)[0]
         x = ops.tile(ops.cast(self.const, self.compute_dtype)[None], [batch, 1, 1, 1])  # [B, 4, 4, C]
         image = None
@@ -138,7 +139,7 @@ class SynthesisNetwork(keras.layers.Layer):
             for _ in range(1 if res == 4 else 2):
                 w = ws[:, conv_index]
                 x = self.convs[conv_index](x, w)
-                x = self.noises[conv_index](x, noise_mode=noise_mode)
+                x = self.noises[conv_index](x, noise_mode=noise_mode, noise_seed=noise_seed)
                 x = self.acts[conv_index](x)
                 conv_index += 1
             y = torgb(x, ws[:, conv_index])                                            # style of next conv
@@ -159,7 +160,7 @@ class Generator(keras.Model):
     """Mapping plus synthesis network. `generator(z)` returns images in roughly [-1, 1].
 
     Keyword arguments of `call`: `psi` and `truncation_cutoff` for the truncation trick (psi=1 is
-    off), `noise_mode` ('random', 'const', 'none').
+    off), `noise_mode` ('random', 'const', 'none'), `noise_seed` (stateless random noise).
     Shapes: z [B, z_dim] -> [B, R, R, channels]
     """
 
@@ -193,9 +194,9 @@ class Generator(keras.Model):
         layer = np.arange(self.num_ws)[None, :, None]
         return ops.where(layer < cutoff, self.mapping.truncate(ws, psi), ws)
 
-    def call(self, z, psi=1.0, truncation_cutoff=None, noise_mode="random"):
+    def call(self, z, psi=1.0, truncation_cutoff=None, noise_mode="random", noise_seed=None):
         ws = self.truncate(self.broadcast(self.mapping(z)), psi, truncation_cutoff)
-        return self.synthesis(ws, noise_mode=noise_mode)
+        return self.synthesis(ws, noise_mode=noise_mode, noise_seed=noise_seed)
 
     def compute_output_shape(self, z_shape):
         return (z_shape[0], self.resolution, self.resolution, self.channels)

@@ -148,21 +148,40 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=False, fused=False, 
 def minibatch_stddev(x, group_size=4, num_features=1, epsilon=1e-8):
     """Append the average standard deviation over groups of samples as extra feature maps (ProGAN).
 
-    Sample i belongs to group i % (B / G), as in the reference. Computed in at least float32.
-    Shapes: x [B, H, W, C] -> [B, H, W, C + F]
+    Groups are contiguous runs of G samples (sample i is in group i // G), so splitting a batch
+    into per-replica slices whose size is a multiple of G gives exactly the same result.
+    Computed in at least float32. Shapes: x [B, H, W, C] -> [B, H, W, C + F]
     """
     dtype = x.dtype
     x32 = tf.cast(x, accumulation_dtype(dtype))
-    batch = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
-    g = min(group_size, batch) if isinstance(batch, int) else group_size
+    batch = x.shape[0]
+    g = min(group_size, batch) if batch is not None else group_size
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
     f = num_features
-    y = tf.reshape(x32, [g, -1, h, w, f, c // f])                                  # [G, n, H, W, F, c]
-    y = y - tf.reduce_mean(y, axis=0)
-    y = tf.sqrt(tf.reduce_mean(tf.square(y), axis=0) + epsilon)                   # [n, H, W, F, c]
+    y = tf.reshape(x32, [-1, g, h, w, f, c // f])                                 # [n, G, H, W, F, c]
+    y = y - tf.reduce_mean(y, axis=1, keepdims=True)
+    y = tf.sqrt(tf.reduce_mean(tf.square(y), axis=1) + epsilon)                   # [n, H, W, F, c]
     y = tf.reduce_mean(y, axis=[1, 2, 4])                                          # [n, F]
-    y = tf.tile(y[:, None, None, :], [g, h, w, 1])                                 # [B, H, W, F]
+    y = tf.repeat(y, g, axis=0)                                                    # [B, F]
+    y = tf.tile(y[:, None, None, :], [1, h, w, 1])                                 # [B, H, W, F]
     return tf.concat([x, tf.cast(y, dtype)], axis=-1)
+
+
+def replica_normal(local_shape, seed, dtype="float32"):
+    """Stateless N(0, 1) noise for this replica's slice of the global batch.
+
+    Draws the noise of the whole global batch from `seed` and keeps this replica's rows, so that a
+    step gives the same numbers on one device as split over several (cheap next to the convolutions).
+    Shapes: local_shape [b, ...] -> [b, ...]
+    """
+    ctx = tf.distribute.get_replica_context()
+    replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+    b = local_shape[0]
+    full = tf.random.stateless_normal([replicas * b, *local_shape[1:]], seed=seed, dtype=dtype)
+    if replicas == 1:
+        return full
+    start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * b
+    return full[start:start + b]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,13 +367,17 @@ class NoiseInjection(keras.layers.Layer):
             name="const_noise", shape=(1, h, w, 1), trainable=False,
             initializer=keras.initializers.Constant(const.astype(np.float32)))
 
-    def call(self, x, noise_mode="random"):
+    def call(self, x, noise_mode="random", noise_seed=None):
+        """`noise_seed` ([2] int tensor), when given, makes 'random' noise stateless and replica-safe."""
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         if noise_mode == "none":
             return x
         if noise_mode == "const":
             noise = ops.cast(self.const_noise, x.dtype)
+        elif noise_seed is not None:
+            shape = (tf.shape(x)[0], x.shape[1], x.shape[2], 1)
+            noise = replica_normal(shape, noise_seed + [0, self.seed], dtype=x.dtype)
         else:
             shape = (ops.shape(x)[0], x.shape[1], x.shape[2], 1)
             noise = keras.random.normal(shape, seed=self.seed_generator, dtype=x.dtype)

@@ -19,6 +19,9 @@ _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
+# Grappler's graph rewrites pay off for long runs, not for the tiny graphs a test runs once or twice.
+tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+
 SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 
 

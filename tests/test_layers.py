@@ -197,10 +197,10 @@ def test_minibatch_stddev_matches_numpy(batch, group, features):
     n = batch // g
     want = np.zeros([batch, 3, 3, features])
     for j in range(n):
-        members = x[j::n]                                               # sample i in group i % n
+        members = x[j * g:(j + 1) * g]                                  # contiguous groups
         std = np.sqrt(members.var(axis=0) + 1e-8)                       # [H, W, C]
         per_feature = std.reshape(3, 3, features, -1).mean(axis=(0, 1, 3))
-        want[j::n] = per_feature
+        want[j * g:(j + 1) * g] = per_feature
     np.testing.assert_allclose(got[..., :4], x)
     np.testing.assert_allclose(got[..., 4:], want, rtol=1e-5)
 
@@ -217,6 +217,9 @@ def test_noise_injection_modes():
     np.testing.assert_array_equal(c1, c2)
     np.testing.assert_allclose(c1[0, ..., 0], 0.5 * layer.const_noise.numpy()[0, ..., 0])
     np.testing.assert_array_equal(layer(x, noise_mode="none").numpy(), 0.0)
+    seeded = [layer(x, noise_seed=tf.constant([7, 1])).numpy() for _ in range(2)]
+    np.testing.assert_array_equal(seeded[0], seeded[1])                 # stateless given a seed
+    assert not np.allclose(seeded[0], layer(x, noise_seed=tf.constant([7, 2])).numpy())
     with pytest.raises(ValueError, match="noise_mode"):
         layer(x, noise_mode="bogus")
 

@@ -1,0 +1,105 @@
+"""Every tunable of the project in one place, with its default and unit, plus named presets.
+
+Lives here: the frozen `Config` dataclass, `PRESETS`, and the derived defaults (R1 gamma, lazy
+regularisation ratios). Flags live in driver.py only; everything below it takes a `Config` or
+plain arguments. Not here: parsing, file handling.
+"""
+
+import dataclasses
+import json
+
+from losses import LOSSES
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    # Data.
+    resolution: int = 64               # pixels per side, power of two from 8 to 1024
+    channels: int = 1                  # image channels; 1 = grayscale MRI
+    # Networks.
+    z_dim: int = 512
+    w_dim: int = 512
+    mapping_layers: int = 2            # 2-8; the paper uses 8, 2 is as good for single-domain MRI and cheaper
+    channel_base: int = 8192           # feature maps at resolution r: min(channel_base / r, channel_max)
+    channel_max: int = 256
+    fused_modconv: bool = False        # grouped per-sample kernels instead of modulating activations
+    mbstd_group_size: int = 4          # minibatch stddev group; must divide the per-replica batch
+    # Objective.
+    loss: str = "logistic"             # one of losses.LOSSES
+    r1_gamma: float | None = None      # None: 0.0002 * resolution^2 / batch_size (paper's heuristic); 0 for bce
+    gp_lambda: float = 10.0            # WGAN-GP penalty weight
+    wgan_drift: float = 0.001          # WGAN drift term weight
+    n_critic: int = 1                  # D steps per G step (wgan-gp traditionally uses 5)
+    pl_weight: float = 2.0             # path length regularisation weight (0 = off)
+    pl_decay: float = 0.01             # decay of the running mean path length
+    pl_batch_shrink: int = 2           # path length on batch / shrink samples
+    style_mixing_prob: float = 0.9     # probability of mixing two latents in a G batch
+    d_reg_interval: int = 16           # lazy R1/GP: every N D steps (1 = every step)
+    g_reg_interval: int = 4            # lazy path length: every N G steps
+    # Optimisation.
+    batch_size: int = 16               # global batch (split across replicas)
+    g_lr: float = 0.0025
+    d_lr: float = 0.0025
+    beta1: float = 0.0
+    beta2: float = 0.99
+    epsilon: float = 1e-8
+    ema_kimg: float = 10.0             # half-life of the generator EMA, thousands of images
+    ema_rampup: float | None = 0.05    # EMA half-life at most this fraction of images seen (None = off)
+    w_avg_beta: float = 0.995          # decay of the tracked mean w used for truncation
+    # Augmentation (ADA).
+    augment: str = "off"               # "off", "ada" (adaptive p) or "fixed"
+    augment_p: float = 0.0             # initial (ada) or constant (fixed) augmentation probability
+    ada_target: float = 0.6            # target of the overfitting heuristic r_t = E[sign(D(real))]
+    ada_interval: int = 4              # adjust p every N D steps
+    ada_kimg: float = 500.0            # p can move from 0 to 1 in this many thousand images
+    # Run.
+    kimg: float = 200.0                # training length, thousands of real images shown to D
+    seed: int = 0
+    precision: str = "float32"         # "float32", "bfloat16" (CPU/TPU) or "float16" (GPU, loss scaled)
+    xla: bool = False                  # jit_compile the train step
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of: {', '.join(LOSSES)}")
+        if self.augment not in ("off", "ada", "fixed"):
+            raise ValueError(f"augment must be 'off', 'ada' or 'fixed', got {self.augment!r}")
+        if self.precision not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"precision must be float32, bfloat16 or float16, got {self.precision!r}")
+        if not 1 <= self.mapping_layers <= 8:
+            raise ValueError(f"mapping_layers must be 2-8 (1 allowed for tests), got {self.mapping_layers}")
+        if self.batch_size < 1 or self.n_critic < 1 or self.d_reg_interval < 1 or self.g_reg_interval < 1:
+            raise ValueError("batch_size, n_critic and the regularisation intervals must be at least 1")
+
+    @property
+    def resolved_r1_gamma(self):
+        if self.r1_gamma is not None:
+            return float(self.r1_gamma)
+        if LOSSES[self.loss].penalty != "r1":
+            return 0.0
+        return 0.0002 * self.resolution ** 2 / self.batch_size
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS = {
+    # The plain `python driver.py` run: about 15 minutes on 2 CPU cores, recognisable brains.
+    "quick": Config(resolution=32, channel_base=4096, channel_max=128, z_dim=128, w_dim=128,
+                    mapping_layers=2, batch_size=16, kimg=20.0, ema_kimg=2.0),
+    # The benchmark reference: 64x64, batch 16, channel_base 8192, channel_max 256, mapping depth 2.
+    "reference": Config(),
+    # The paper's config-f proportions, for GPUs.
+    "paper": Config(resolution=256, channel_base=32768, channel_max=512, mapping_layers=8, batch_size=32,
+                    kimg=25000.0),
+}

@@ -1,0 +1,297 @@
+"""The StyleGAN2 training model: a `keras.Model` whose `train_step` trains G and D from `fit()`.
+
+Lives here: `StyleGAN2` (one D step per critic step with lazy R1 or gradient penalty, one G step
+with lazy path-length regularisation and style mixing, generator EMA, w_avg tracking, optional
+adaptive augmentation), the Adam defaults with the lazy-regularisation correction, and the
+callback that stops a diverged run. Not here: the networks (generator.py, discriminator.py), the
+loss formulas (losses.py), data (data.py), checkpoints and outputs (driver.py, training.py).
+
+Randomness: every draw is stateless, seeded by (config.seed, step, purpose), and made for the
+global batch before each replica keeps its slice. So a step is reproducible, resumes exactly from
+a checkpoint, and gives the same numbers on one device as on several.
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from config import Config
+from discriminator import Discriminator
+from generator import Generator
+from layers import replica_normal
+from losses import get_loss, gradient_penalty, path_lengths, r1_penalty
+
+# Salts that keep the random streams of different purposes apart within one step.
+SALT_Z_D, SALT_Z_G, SALT_MIX_D, SALT_MIX_G, SALT_NOISE_D, SALT_NOISE_G = range(6)
+SALT_PL_Z, SALT_PL_NOISE, SALT_PL_Y, SALT_GP, SALT_AUG_REAL, SALT_AUG_FAKE, SALT_PL_MIX = range(6, 13)
+SALTS_PER_STEP = 16
+
+
+def make_networks(config):
+    """The generator and discriminator a configuration describes."""
+    c = config
+    g = Generator(resolution=c.resolution, channels=c.channels, z_dim=c.z_dim, w_dim=c.w_dim,
+                  mapping_layers=c.mapping_layers, channel_base=c.channel_base, channel_max=c.channel_max,
+                  fused=c.fused_modconv, seed=c.seed, name="generator")
+    d = Discriminator(resolution=c.resolution, channels=c.channels, channel_base=c.channel_base,
+                      channel_max=c.channel_max, mbstd_group_size=c.mbstd_group_size, name="discriminator")
+    return g, d
+
+
+def adam_for(lr, config, reg_interval):
+    """Adam as in the paper; with lazy regularisation every k steps, lr and betas are raised to
+    the power k/(k+1) to account for the extra regularisation steps (Karras et al. 2020, app. C)."""
+    ratio = reg_interval / (reg_interval + 1.0) if reg_interval > 1 else 1.0
+    return keras.optimizers.Adam(learning_rate=lr * ratio, beta_1=config.beta1 ** ratio,
+                                 beta_2=config.beta2 ** ratio, epsilon=config.epsilon)
+
+
+def mix_styles(ws_a, ws_b, cutoff):
+    """Layers before `cutoff` take styles from ws_a, the rest from ws_b. [B, L, W] x2 -> [B, L, W]"""
+    layer = tf.range(tf.shape(ws_a)[1])[None, :, None]                        # [1, L, 1]
+    return tf.where(layer < cutoff, ws_a, ws_b)
+
+
+def assign_synced(variables, values):
+    """Assign values that are identical on every replica, from cross-replica context when distributed
+    (EMA weights and counters have no aggregation of their own)."""
+    def update(strategy, values):
+        for var, value in zip(variables, values):
+            # The underlying tf.Variable: distribution strategies do not know Keras variables.
+            strategy.extended.update(getattr(var, "value", var), lambda v, x: v.assign(x), args=(value,),
+                                     group=False)
+    tf.__internal__.distribute.interim.maybe_merge_call(update, tf.distribute.get_strategy(), values)
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops training with a clear message at the first step whose losses are NaN or infinite."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = {k: v for k, v in (logs or {}).items() if k.endswith("loss") and not math.isfinite(float(v))}
+        if bad:
+            self.model.stop_training = True
+            step = int(self.model.d_steps.numpy())
+            raise NonFiniteLossError(
+                f"training diverged at step {step} ({int(self.model.images_seen.numpy())} images): "
+                f"{', '.join(f'{k}={v}' for k, v in bad.items())}. Resume from the last checkpoint "
+                f"with a lower learning rate (--g_lr/--d_lr) or a larger --r1_gamma.")
+
+
+class StyleGAN2(keras.Model):
+    """Trains `generator` and `discriminator`; samples come from `generator_ema`.
+
+    `fit(dataset)` takes batches of real images [B, R, R, C] in [-1, 1]; B is the global batch.
+    """
+
+    def __init__(self, config=Config(), augment=None, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.loss_fns = get_loss(config.loss)
+        self.generator, self.discriminator = make_networks(config)
+        self.generator_ema, _ = make_networks(config)
+        self.generator_ema.trainable = False
+        for e, g in zip(self.generator_ema.weights, self.generator.weights):
+            e.assign(g)
+        self.augment = augment  # an augment.AdaptiveAugment or None
+        counter = dict(shape=(), dtype="int64", initializer="zeros", trainable=False,
+                       aggregation="only_first_replica")
+        self.d_steps = self.add_weight(name="d_steps", **counter)
+        self.g_steps = self.add_weight(name="g_steps", **counter)
+        self.images_seen = self.add_weight(name="images_seen", **counter)
+        self.pl_mean = self.add_weight(name="pl_mean", shape=(), initializer="zeros", trainable=False,
+                                       aggregation="mean")
+        names = ["d_loss", "g_loss", "real_logits", "fake_logits"]
+        names += ["r1"] if config.resolved_r1_gamma > 0 else []
+        names += ["gp"] if self.loss_fns.penalty == "gp" else []
+        names += ["pl"] if config.pl_weight > 0 else []
+        if augment is not None:
+            names += ["augment_p", "ada_rt"]
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+
+    # -----------------------------------------------------------------------------------------
+    # Set-up
+    # -----------------------------------------------------------------------------------------
+
+    def compile(self, g_optimizer=None, d_optimizer=None, **kwargs):
+        """Two Adam optimizers (lr 0.0025, betas 0/0.99, eps 1e-8 by default), both built here so
+        that the train step is traced once. Keras's own `optimizer` stays None."""
+        c = self.config
+        self.g_optimizer = g_optimizer or adam_for(c.g_lr, c, c.g_reg_interval if c.pl_weight > 0 else 1)
+        d_regularised = c.resolved_r1_gamma > 0 or self.loss_fns.penalty == "gp"
+        self.d_optimizer = d_optimizer or adam_for(c.d_lr, c, self.d_reg_interval if d_regularised else 1)
+        self.g_optimizer.build(self.generator.trainable_variables)
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+        kwargs.setdefault("jit_compile", c.xla)
+        super().compile(optimizer=None, **kwargs)
+
+    @property
+    def d_reg_interval(self):
+        # Lazy gradient penalties are unusual for WGAN-GP; its critic needs the constraint each step.
+        return 1 if self.loss_fns.penalty == "gp" else self.config.d_reg_interval
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def call(self, z, psi=1.0, truncation_cutoff=None, noise_mode="const"):
+        """Images from the EMA generator, as used for every sample and export."""
+        return self.generator_ema(z, psi=psi, truncation_cutoff=truncation_cutoff, noise_mode=noise_mode)
+
+    # -----------------------------------------------------------------------------------------
+    # Sampling
+    # -----------------------------------------------------------------------------------------
+
+    def _seed(self, salt):
+        return tf.stack([tf.constant(self.config.seed, tf.int64),
+                         tf.cast(self.d_steps, tf.int64) * SALTS_PER_STEP + salt])
+
+    def sample_ws(self, batch, z_salt, mix_salt):
+        """Latents -> per-layer styles, mixing two independent latents with probability
+        `style_mixing_prob` at a random crossover layer (one per batch, as the reference)."""
+        g = self.generator
+        z = replica_normal([batch, self.config.z_dim], self._seed(z_salt))                # [b, z]
+        z2 = replica_normal([batch, self.config.z_dim], self._seed(z_salt) + [0, 1000])
+        ws = g.broadcast(g.mapping(z))                                                    # [b, L, w]
+        if self.config.style_mixing_prob <= 0:
+            return ws, ws
+        u = tf.random.stateless_uniform([2], self._seed(mix_salt))
+        cutoff = tf.cast(tf.floor(u[0] * (g.num_ws - 1)), tf.int32) + 1                  # 1..L-1
+        cutoff = tf.where(u[1] < self.config.style_mixing_prob, cutoff, g.num_ws)
+        ws2 = g.broadcast(g.mapping(z2))
+        return mix_styles(ws, ws2, cutoff), ws
+
+    def _augment(self, images, salt):
+        if self.augment is None:
+            return images
+        return self.augment(images, self._seed(salt))
+
+    # -----------------------------------------------------------------------------------------
+    # Training
+    # -----------------------------------------------------------------------------------------
+
+    def d_gradients(self, real_images):
+        """One critic step's gradients: D loss, plus the lazy R1 or gradient penalty on the steps
+        where it is due, scaled by the interval. Returns (gradients, logs, real_logits)."""
+        c = self.config
+        batch = real_images.shape[0]
+        scale = 1.0 / tf.distribute.get_strategy().num_replicas_in_sync
+        ws, _ = self.sample_ws(batch, SALT_Z_D, SALT_MIX_D)
+        fake_images = self.generator.synthesis(ws, noise_seed=self._seed(SALT_NOISE_D))
+        critic = lambda x: self.discriminator(self._augment(x, SALT_AUG_REAL))  # noqa: E731
+        do_reg = tf.equal(self.d_steps % self.d_reg_interval, 0)
+        zero = lambda: tf.constant(0.0)  # noqa: E731
+        with tf.GradientTape() as tape:
+            real_logits = self.discriminator(self._augment(real_images, SALT_AUG_REAL))
+            fake_logits = self.discriminator(self._augment(fake_images, SALT_AUG_FAKE))
+            if self.loss_fns.penalty == "gp":
+                d_loss = self.loss_fns.d_loss(real_logits, fake_logits, drift=c.wgan_drift)
+            else:
+                d_loss = self.loss_fns.d_loss(real_logits, fake_logits)
+            r1, gp = zero(), zero()
+            if c.resolved_r1_gamma > 0:
+                r1 = tf.cond(do_reg, lambda: r1_penalty(critic, real_images), zero)
+            if self.loss_fns.penalty == "gp":
+                alpha = tf.random.stateless_uniform([batch, 1, 1, 1], self._seed(SALT_GP))
+                gp = tf.cond(do_reg, lambda: gradient_penalty(critic, real_images, fake_images, alpha), zero)
+            reg = (c.resolved_r1_gamma / 2.0 * r1 + c.gp_lambda * gp) * self.d_reg_interval
+            total = (d_loss + reg) * scale
+        grads = tape.gradient(total, self.discriminator.trainable_variables)
+        logs = dict(d_loss=d_loss, real_logits=ops.mean(real_logits), fake_logits=ops.mean(fake_logits),
+                    r1=r1, gp=gp, d_reg=do_reg)
+        return grads, logs, real_logits
+
+    def _path_length_penalty(self, batch):
+        c = self.config
+        pl_batch = max(batch // c.pl_batch_shrink, 1)
+        ws, _ = self.sample_ws(pl_batch, SALT_PL_Z, SALT_PL_MIX)
+        with tf.GradientTape() as tape:
+            tape.watch(ws)
+            images = tf.cast(self.generator.synthesis(ws, noise_seed=self._seed(SALT_PL_NOISE)), tf.float32)
+            res = c.resolution
+            y = replica_normal(images.shape, self._seed(SALT_PL_Y)) / math.sqrt(res * res)
+            out = tf.reduce_sum(images * y)
+        lengths = path_lengths(tf.cast(tape.gradient(out, ws), tf.float32))                # [b]
+        pl_mean = self.pl_mean + c.pl_decay * (ops.mean(lengths) - self.pl_mean)
+        penalty = ops.mean(ops.square(lengths - tf.stop_gradient(pl_mean)))
+        return penalty, tf.stop_gradient(pl_mean)
+
+    def g_gradients(self, batch):
+        """One generator step's gradients: non-saturating/critic G loss on style-mixed latents, plus
+        the lazy path-length penalty where due. Returns (gradients, logs, new pl_mean, plain ws)."""
+        c = self.config
+        scale = 1.0 / tf.distribute.get_strategy().num_replicas_in_sync
+        do_pl = tf.logical_and(tf.equal(self.g_steps % c.g_reg_interval, 0), c.pl_weight > 0)
+        no_pl = lambda: (tf.constant(0.0), tf.identity(self.pl_mean))  # noqa: E731
+        with tf.GradientTape() as tape:
+            ws, ws_plain = self.sample_ws(batch, SALT_Z_G, SALT_MIX_G)
+            fake_images = self.generator.synthesis(ws, noise_seed=self._seed(SALT_NOISE_G))
+            fake_logits = self.discriminator(self._augment(fake_images, SALT_AUG_FAKE))
+            g_loss = self.loss_fns.g_loss(fake_logits)
+            pl, pl_mean = no_pl()
+            if c.pl_weight > 0:
+                pl, pl_mean = tf.cond(do_pl, lambda: self._path_length_penalty(batch), no_pl)
+            total = (g_loss + c.pl_weight * c.g_reg_interval * pl) * scale
+        grads = tape.gradient(total, self.generator.trainable_variables)
+        return grads, dict(g_loss=g_loss, pl=pl, g_reg=do_pl), pl_mean, ws_plain
+
+    def update_ema(self, global_batch):
+        """G_ema <- G + (G_ema - G) * beta, beta = 0.5 ** (batch / half-life in images), with the
+        half-life ramped up to `ema_rampup` x images seen early in training."""
+        c = self.config
+        half_life = tf.constant(c.ema_kimg * 1000.0)
+        if c.ema_rampup is not None:
+            half_life = tf.minimum(half_life, tf.cast(self.images_seen, tf.float32) * c.ema_rampup)
+        beta = tf.pow(0.5, global_batch / tf.maximum(half_life, 1e-8))
+        targets, values = [], []
+        for e, g in zip(self.generator_ema.weights, self.generator.weights):
+            targets.append(e)
+            # Buffers (w_avg, constant noise) are copied, weights are averaged.
+            values.append(g + (e - g) * beta if g.trainable else tf.identity(g))
+        assign_synced(targets, values)
+        return beta
+
+    def train_logs(self, real_images):
+        """One full training step (n_critic D steps, one G step, EMA); returns this step's values."""
+        c = self.config
+        batch = real_images.shape[0]
+        if batch is None:
+            raise ValueError("real batches need a fixed size: batch the dataset with drop_remainder=True")
+        global_batch = batch * tf.distribute.get_strategy().num_replicas_in_sync
+        for _ in range(c.n_critic):
+            grads, d_logs, real_logits = self.d_gradients(real_images)
+            self.d_optimizer.apply(grads, self.discriminator.trainable_variables)
+            if self.augment is not None:
+                self.augment.accumulate(real_logits)
+            self.d_steps.assign_add(1)
+
+        grads, g_logs, pl_mean, ws_plain = self.g_gradients(batch)
+        self.g_optimizer.apply(grads, self.generator.trainable_variables)
+        self.pl_mean.assign(pl_mean)
+        w_mean = ops.mean(ws_plain[:, 0], axis=0)       # mean w of unmixed latents, for truncation
+        w_avg = self.generator.mapping.w_avg
+        w_avg.assign(w_mean + (w_avg - w_mean) * c.w_avg_beta)
+        self.g_steps.assign_add(1)
+
+        self.images_seen.assign_add(global_batch)
+        self.update_ema(float(global_batch))
+        logs = {**d_logs, **g_logs}
+        if self.augment is not None:
+            self.augment.update(global_batch)
+            logs["augment_p"] = self.augment.p
+            logs["ada_rt"] = self.augment.rt
+        return logs
+
+    def train_step(self, real_images):
+        logs = self.train_logs(real_images)
+        # Penalties are averaged over the steps that computed them, not diluted by lazy zeros.
+        weights = dict(r1=logs["d_reg"], gp=logs["d_reg"], pl=logs["g_reg"])
+        for name, tracker in self.trackers.items():
+            tracker.update_state(logs[name], sample_weight=tf.cast(weights.get(name, True), tf.float32))
+        return {name: tracker.result() for name, tracker in self.trackers.items()}

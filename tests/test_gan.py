@@ -1,0 +1,157 @@
+"""The training model: gradients reach every weight, EMA and lazy schedules follow their formulas,
+style mixing really mixes, divergence stops cleanly, and replicas give single-device results."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from config import Config
+from gan import NonFiniteLossError, StopOnNonFinite, StyleGAN2, mix_styles
+
+TINY = Config(resolution=8, channel_base=128, channel_max=16, z_dim=8, w_dim=8, mapping_layers=2,
+              batch_size=4, mbstd_group_size=2, d_reg_interval=2, g_reg_interval=2)
+
+
+def real_batch(batch=4, res=8, seed=0):
+    return tf.constant(np.random.default_rng(seed).uniform(-1, 1, [batch, res, res, 1]), tf.float32)
+
+
+def make_gan(**changes):
+    gan = StyleGAN2(TINY.replace(**changes))
+    gan.compile()
+    return gan
+
+
+def test_compile_builds_two_adam_optimizers_and_no_stray_one():
+    gan = make_gan()
+    assert gan.optimizer is None
+    assert isinstance(gan.g_optimizer, keras.optimizers.Adam) and isinstance(gan.d_optimizer, keras.optimizers.Adam)
+    assert gan.g_optimizer.built and gan.d_optimizer.built
+    # Lazy regularisation correction (paper, appendix C): ratio k / (k + 1) with k = 2 here.
+    np.testing.assert_allclose(float(gan.d_optimizer.learning_rate), 0.0025 * 2 / 3, rtol=1e-6)
+    np.testing.assert_allclose(float(gan.d_optimizer.beta_2), 0.99 ** (2 / 3), rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["logistic", "bce", "hinge", "wgan-gp"])
+def test_every_weight_gets_a_finite_nonzero_gradient(loss):
+    gan = make_gan(loss=loss)
+    # Push D's output bias away from 0 so the hinge margins are not exactly balanced at init.
+    gan.discriminator.out.bias.assign([1.5])
+    d_grads, _, _ = gan.d_gradients(real_batch())
+    g_grads, _, _, _ = gan.g_gradients(4)
+    for variables, grads in [(gan.discriminator.trainable_variables, d_grads),
+                             (gan.generator.trainable_variables, g_grads)]:
+        for v, g in zip(variables, grads):
+            assert g is not None, f"{loss}: no gradient for {v.path}"
+            g = g.numpy()
+            assert np.all(np.isfinite(g)) and np.any(g != 0), f"{loss}: bad gradient for {v.path}"
+    mapping = {id(v) for v in gan.generator.mapping.trainable_variables}
+    assert mapping and mapping <= {id(v) for v in gan.generator.trainable_variables}
+
+
+def test_ema_follows_its_formula():
+    gan = make_gan(ema_kimg=0.01, ema_rampup=None)
+    before_ema = [v.numpy() for v in gan.generator_ema.trainable_variables]
+    gan.train_logs(real_batch())
+    beta = 0.5 ** (4 / 10.0)                                    # batch / half-life in images
+    for e, g, e0 in zip(gan.generator_ema.trainable_variables, gan.generator.trainable_variables, before_ema):
+        np.testing.assert_allclose(e.numpy(), g.numpy() + (e0 - g.numpy()) * beta, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(gan.generator_ema.mapping.w_avg.numpy(), gan.generator.mapping.w_avg.numpy())
+
+
+def test_ema_rampup_shortens_the_half_life_early():
+    gan = make_gan(ema_kimg=10.0, ema_rampup=0.05)
+    gan.images_seen.assign(1000)
+    assert abs(float(gan.update_ema(4.0)) - 0.5 ** (4 / 50.0)) < 1e-6   # min(10000, 1000 * 0.05) = 50
+
+
+def test_w_avg_tracks_the_mean_w():
+    gan = make_gan(w_avg_beta=0.0)
+    gan.train_logs(real_batch())
+    assert np.linalg.norm(gan.generator.mapping.w_avg.numpy()) > 0
+
+
+def test_lazy_regularisation_fires_on_the_right_steps():
+    gan = make_gan(d_reg_interval=3, g_reg_interval=2)
+    fired = [(bool(logs["d_reg"]), float(logs["r1"]) > 0, bool(logs["g_reg"]), float(logs["pl"]) > 0)
+             for logs in (gan.train_logs(real_batch(seed=i)) for i in range(6))]
+    assert [f[0] for f in fired] == [True, False, False, True, False, False]
+    assert [f[1] for f in fired] == [f[0] for f in fired]
+    assert [f[2] for f in fired] == [True, False, True, False, True, False]
+    assert [f[3] for f in fired] == [f[2] for f in fired]
+
+
+def test_style_mixing_uses_two_different_latents():
+    gan = make_gan(style_mixing_prob=1.0)
+    ws, ws_plain = gan.sample_ws(4, 0, 2)
+    ws, ws_plain = ws.numpy(), ws_plain.numpy()
+    num_ws = gan.generator.num_ws
+    same = [np.allclose(ws[:, i], ws_plain[:, i]) for i in range(num_ws)]
+    cutoff = same.index(False)
+    assert 1 <= cutoff < num_ws and all(same[:cutoff]) and not any(same[cutoff:])
+    # The second half comes from one other latent: identical across its layers, unlike the first.
+    np.testing.assert_allclose(ws[:, cutoff], ws[:, -1])
+    assert not np.allclose(ws[:, 0], ws[:, -1])
+    unmixed, _ = make_gan(style_mixing_prob=0.0).sample_ws(4, 0, 2)
+    np.testing.assert_allclose(unmixed.numpy()[:, 0], unmixed.numpy()[:, -1])
+
+
+def test_mix_styles_takes_coarse_from_first_and_fine_from_second():
+    a, b = tf.zeros([1, 4, 2]), tf.ones([1, 4, 2])
+    np.testing.assert_array_equal(mix_styles(a, b, 3).numpy()[0, :, 0], [0, 0, 0, 1])
+
+
+def test_training_is_reproducible_from_the_seed():
+    results = []
+    for _ in range(2):
+        keras.utils.set_random_seed(0)
+        gan = make_gan()
+        for i in range(2):
+            logs = gan.train_logs(real_batch(seed=i))
+        results.append((float(logs["d_loss"]), gan.generator.trainable_variables[0].numpy()))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_non_finite_loss_stops_with_the_step():
+    gan = make_gan()
+    gan.compile(run_eagerly=True)   # the callback is under test here, not the compiled step
+    nan_images = np.full([8, 8, 8, 1], np.nan, np.float32)
+    data = tf.data.Dataset.from_tensor_slices(nan_images).batch(4, drop_remainder=True)
+    with pytest.raises(NonFiniteLossError, match=r"diverged at step 1 \(4 images\)"):
+        gan.fit(data, epochs=1, verbose=0, callbacks=[StopOnNonFinite()])
+
+
+def test_fit_runs_the_compiled_step_and_reports_metrics():
+    gan = make_gan()
+    data = tf.data.Dataset.from_tensor_slices(real_batch(16).numpy()).batch(4, drop_remainder=True)
+    history = gan.fit(data, epochs=1, verbose=0)
+    assert not gan.run_eagerly
+    assert {"d_loss", "g_loss", "r1", "pl", "real_logits", "fake_logits"} <= set(history.history)
+    assert int(gan.images_seen.numpy()) == 16 and int(gan.d_steps.numpy()) == 4
+
+
+def test_mirrored_strategy_matches_one_device():
+    """Two logical CPUs with the global batch split in two give the single-device losses and weights."""
+    batches = [real_batch(8, seed=i) for i in range(3)]
+    config = dict(batch_size=8, mbstd_group_size=2, d_reg_interval=2, g_reg_interval=2)
+
+    def run(strategy):
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            gan = make_gan(**config)
+        step = gan.train_logs    # eager: tracing costs more than these tiny steps
+        losses = []
+        for batch in batches:
+            dist = strategy.experimental_distribute_values_from_function(
+                lambda ctx: tf.split(batch, ctx.num_replicas_in_sync)[ctx.replica_id_in_sync_group])
+            logs = strategy.run(step, args=(dist,))
+            losses.append([float(strategy.reduce("MEAN", logs[k], axis=None)) for k in ("d_loss", "g_loss", "r1", "pl")])
+        return np.array(losses), [v.numpy() for v in gan.generator_ema.weights + gan.discriminator.weights]
+
+    one_losses, one_weights = run(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    two_losses, two_weights = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    np.testing.assert_allclose(two_losses, one_losses, rtol=1e-4, atol=1e-5)
+    for a, b in zip(one_weights, two_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-4)  # Adam magnifies float round-off
