@@ -295,3 +295,22 @@ class StyleGAN2(keras.Model):
         for name, tracker in self.trackers.items():
             tracker.update_state(logs[name], sample_weight=tf.cast(weights.get(name, True), tf.float32))
         return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+
+def set_precision(precision):
+    """Keras mixed precision: variables stay float32, compute in bfloat16 or float16."""
+    policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[precision]
+    keras.mixed_precision.set_global_policy(policy)
+
+
+def build_gan(config, strategy=None):
+    """A compiled `StyleGAN2` for `config`, its variables placed by `strategy`."""
+    set_precision(config.precision)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        augment = None
+        if config.augment != "off":
+            import augment as augment_module  # Only needed with --augment.
+            augment = augment_module.from_config(config)
+        gan = StyleGAN2(config, augment=augment)
+        gan.compile()
+    return gan
