@@ -1,0 +1,203 @@
+"""StyleGAN2 for brain MRI: the command line.
+
+    python driver.py                                  # train on built-in synthetic brains (~15 min, CPU)
+    python driver.py --data_dir ~/keras_png_slices_data
+    python driver.py --load weights                   # resume the last run where it stopped
+    python driver.py --clear samples|cache|both       # delete outputs (add --mode train to train after)
+    python driver.py --mode generate --num_images 64 --psi 0.7
+    python driver.py --mode export                    # EMA generator as a .keras file
+    python driver.py --mode evaluate                  # quality metrics against real slices
+
+Flags live here and only here; everything else takes plain arguments (training.RunOptions,
+config.Config). `python driver.py --help` lists every flag with its default.
+"""
+
+import dataclasses
+import os
+import sys
+
+
+def _quiet_tensorflow():
+    """TensorFlow's C++ start-up chatter (oneDNN, CPU features) goes straight to file descriptor 2,
+    before Python logging exists; hide it during the import. Real errors still raise exceptions."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    stderr = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+        tf.constant(0.0) + 1.0  # Initialises the runtime, which logs once more.
+    finally:
+        os.dup2(stderr, 2)
+        os.close(devnull)
+        os.close(stderr)
+
+
+_quiet_tensorflow()
+
+from absl import app, flags, logging  # noqa: E402
+
+import config as config_module  # noqa: E402
+import data  # noqa: E402
+import training  # noqa: E402
+from gan import NonFiniteLossError  # noqa: E402
+
+DEFAULT = config_module.PRESETS["quick"]
+FLAGS = flags.FLAGS
+
+# What to do.
+flags.DEFINE_enum("mode", "train", ["train", "generate", "export", "evaluate"],
+                  "train: train or resume; generate: write images from the latest checkpoint; export: save the "
+                  "EMA generator as a .keras file; evaluate: quality metrics against real slices.")
+flags.DEFINE_enum("load", None, ["weights"], "`--load weights` resumes from the latest checkpoint in --output_dir: "
+                  "step, optimizers, EMA, augmentation state and configuration.")
+flags.DEFINE_enum("clear", None, ["samples", "cache", "both"],
+                  "Delete the run's sample images (samples/, generated/), its decoded-data cache (cache/), or "
+                  "both, then exit; add --mode or --load to continue with that afterwards.")
+# Where.
+flags.DEFINE_string("output_dir", ".", "Folder for checkpoints/, samples/, cache/, logs/, generated/, exports/.")
+flags.DEFINE_string("data_dir", None, "OASIS slices (PNG/JPEG/TIFF folder, e.g. keras_png_slices_data) or "
+                    "NIfTI/Analyze volumes. Default: built-in synthetic brain slices.")
+flags.DEFINE_list("splits", ["train"], "COMP3710 splits to train on (train, validate, test or all); "
+                  "segmentation folders are never used.")
+flags.DEFINE_list("exclude_subjects", [], "Subject ids to hold out of training (files case_<id>_*), e.g. for evaluation.")
+# What to train (defaults: the 'quick' preset, about 15 minutes on 2 CPU cores).
+flags.DEFINE_enum("preset", "quick", list(config_module.PRESETS), "Named settings to start from; flags below "
+                  "override them. quick: 32x32 CPU demo; reference: the 64x64 benchmark model; paper: config-f sizes.")
+flags.DEFINE_integer("resolution", DEFAULT.resolution, "Training resolution in pixels (power of two, 8-1024).")
+flags.DEFINE_enum("loss", DEFAULT.loss, ["logistic", "bce", "hinge", "wgan-gp"],
+                  "logistic: StyleGAN2's non-saturating loss with R1; bce: binary cross-entropy without R1; "
+                  "hinge: hinge loss with R1; wgan-gp: Wasserstein loss with gradient penalty.")
+flags.DEFINE_integer("batch_size", DEFAULT.batch_size, "Global batch size (split across replicas).")
+flags.DEFINE_float("kimg", DEFAULT.kimg, "Training length in thousands of real images shown to D.")
+flags.DEFINE_float("g_lr", DEFAULT.g_lr, "Generator Adam learning rate.")
+flags.DEFINE_float("d_lr", DEFAULT.d_lr, "Discriminator Adam learning rate.")
+flags.DEFINE_float("r1_gamma", None, "R1 weight gamma. Default: 0.0002 * resolution^2 / batch_size "
+                   "for logistic and hinge, 0 for bce.")
+flags.DEFINE_float("pl_weight", DEFAULT.pl_weight, "Path-length regularisation weight (0 turns it off).")
+flags.DEFINE_integer("n_critic", DEFAULT.n_critic, "Discriminator steps per generator step.")
+flags.DEFINE_float("ema_kimg", DEFAULT.ema_kimg, "Half-life of the generator's moving average, in thousands of images.")
+flags.DEFINE_integer("mapping_layers", DEFAULT.mapping_layers, "Depth of the mapping network (2-8).")
+flags.DEFINE_integer("z_dim", DEFAULT.z_dim, "Latent z size.")
+flags.DEFINE_integer("w_dim", DEFAULT.w_dim, "Style w size.")
+flags.DEFINE_integer("channel_base", DEFAULT.channel_base, "Feature maps at resolution r: min(channel_base / r, channel_max).")
+flags.DEFINE_integer("channel_max", DEFAULT.channel_max, "Most feature maps in any layer.")
+flags.DEFINE_float("style_mixing_prob", DEFAULT.style_mixing_prob, "Probability of style-mixing regularisation.")
+flags.DEFINE_enum("augment", DEFAULT.augment, ["off", "ada", "fixed"],
+                  "Discriminator augmentation: off, ada (adaptive p, for small datasets) or fixed p.")
+flags.DEFINE_float("augment_p", DEFAULT.augment_p, "Augmentation probability: the start value for ada, the constant for fixed.")
+flags.DEFINE_float("ada_target", DEFAULT.ada_target, "ADA's target for r_t = E[sign(D(real))].")
+flags.DEFINE_integer("seed", DEFAULT.seed, "Random seed: same seed, same run.")
+# How.
+flags.DEFINE_enum("precision", DEFAULT.precision, ["float32", "bfloat16", "float16"],
+                  "Compute precision: bfloat16 for CPUs with AMX/AVX512-BF16 and TPUs, float16 for GPUs.")
+flags.DEFINE_boolean("xla", DEFAULT.xla, "Compile the training step with XLA (jit_compile).")
+flags.DEFINE_boolean("fused_modconv", DEFAULT.fused_modconv, "Grouped per-sample convolution instead of modulating activations.")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multiworker", "tpu"],
+                  "tf.distribute strategy: default (one device), mirrored (all local GPUs), multiworker "
+                  "(several machines, TF_CONFIG), tpu.")
+flags.DEFINE_float("tick_kimg", 2.0, "Sample grid, loss plot and checkpoint every this many thousand images.")
+flags.DEFINE_integer("keep_checkpoints", 3, "How many recent checkpoints to keep.")
+# Generation and evaluation.
+flags.DEFINE_integer("num_images", 16, "generate: how many images; evaluate: how many generated images "
+                     "(default: as many as the real reference set).", lower_bound=1)
+flags.DEFINE_integer("first_seed", 0, "generate: images use seeds first_seed, first_seed+1, ...")
+flags.DEFINE_float("psi", 1.0, "Truncation psi for generate (1 = off, smaller = more typical, less varied).")
+flags.DEFINE_string("exported", None, "generate: use this exported .keras generator instead of the latest checkpoint.")
+flags.DEFINE_string("reference_dir", None, "evaluate: real slices to compare with (default: --data_dir, "
+                    "validate split for the COMP3710 layout).")
+
+
+def config_from_flags():
+    """The chosen preset, overridden by every Config flag the user typed. Returns (config, typed names)."""
+    preset = config_module.PRESETS[FLAGS.preset]
+    fields = {f.name for f in dataclasses.fields(config_module.Config)}
+    typed = {name for name in fields if name in FLAGS and FLAGS[name].present}
+    return preset.replace(**{name: FLAGS[name].value for name in typed}), typed
+
+
+def run_options():
+    return training.RunOptions(
+        output_dir=FLAGS.output_dir, data_dir=FLAGS.data_dir, splits=tuple(FLAGS.splits),
+        tick_kimg=FLAGS.tick_kimg, keep_checkpoints=FLAGS.keep_checkpoints, resume=FLAGS.load == "weights",
+        strategy=FLAGS.strategy, exclude_subjects=tuple(FLAGS.exclude_subjects),
+        progress=sys.stderr.isatty())
+
+
+def train():
+    config, typed = config_from_flags()
+    options = run_options()
+    if FLAGS.data_dir is None and not options.resume:
+        logging.info("no --data_dir given: training on built-in synthetic brain slices. For OASIS use "
+                     "--data_dir /path/to/keras_png_slices_data")
+    gan = training.train(config, options, typed)
+    paths = training.Paths(FLAGS.output_dir)
+    logging.info("done at %.1f kimg: samples in %s, checkpoints in %s",
+                 int(gan.images_seen.numpy()) / 1000, paths.samples, paths.checkpoints)
+
+
+def load_generator():
+    import generate
+    if FLAGS.exported:
+        return generate.load_exported(FLAGS.exported)
+    gan, _ = training.load_for_inference(training.Paths(FLAGS.output_dir))
+    return gan.generator_ema
+
+
+def generate_images():
+    import generate
+    import visualize
+    g = load_generator()
+    out = training.Paths(FLAGS.output_dir).generated
+    seeds = list(range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.num_images))
+    generate.write_images(out, g, seeds, FLAGS.psi)
+    visualize.save_grid(os.path.join(out, "style_mixing.png"),
+                        generate.style_mixing_grid(g, seeds[:5], seeds[5:11] or seeds[:5], psi=FLAGS.psi), columns=None)
+    frames = generate.interpolation(g, (seeds * 2)[:4], psi=FLAGS.psi)
+    visualize.save_grid(os.path.join(out, "interpolation.png"), frames[::3], columns=len(frames[::3]))
+    visualize.save_gif(os.path.join(out, "interpolation.gif"), frames)
+    logging.info("wrote %d images (seeds %d-%d, psi %.2f), grid.png, style_mixing.png and interpolation.gif to %s",
+                 len(seeds), seeds[0], seeds[-1], FLAGS.psi, out)
+
+
+def export():
+    import generate
+    gan, _ = training.load_for_inference(training.Paths(FLAGS.output_dir))
+    path = generate.export(gan.generator_ema, training.Paths(FLAGS.output_dir).exports)
+    logging.info("exported the EMA generator to %s; load it with keras.models.load_model after `import generator`", path)
+
+
+def evaluate():
+    import evaluation
+    report = evaluation.evaluate_run(training.Paths(FLAGS.output_dir), FLAGS.reference_dir or FLAGS.data_dir,
+                                     num_images=FLAGS.num_images if FLAGS["num_images"].present else None)
+    logging.info("evaluation: %s", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                             for k, v in report.items()))
+
+
+def configure_logging():
+    import logging as std_logging
+    logging.set_verbosity(logging.INFO)
+    logging.get_absl_handler().setFormatter(std_logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
+    configure_logging()
+    try:
+        if FLAGS.clear:
+            for path in training.clear_outputs(training.Paths(FLAGS.output_dir), FLAGS.clear):
+                logging.info("deleted %s", path)
+            if not (FLAGS["mode"].present or FLAGS.load):
+                return 0
+        {"train": train, "generate": generate_images, "export": export, "evaluate": evaluate}[FLAGS.mode]()
+    except (data.DataError, training.RunError, NonFiniteLossError, ValueError, FileNotFoundError) as e:
+        logging.error("%s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,87 @@
+"""Using a trained generator: seeded images, style-mixing grids, latent interpolations, export.
+
+Lives here: everything that turns a trained EMA generator (from a checkpoint or an exported
+`.keras` file) into files. Not here: training or checkpoints (training.py), drawing (visualize.py).
+A seed always gives the same latent z, so the same seed gives the same image.
+"""
+
+import os
+
+import keras
+import numpy as np
+
+import generator as generator_module  # noqa: F401  (registers the custom layers for load_model)
+import visualize
+
+EXPORT_NAME = "generator.keras"
+
+
+def latents(seeds, z_dim):
+    """One z per seed, from NumPy's PCG64: stable across platforms and TensorFlow versions. [N, z_dim]"""
+    return np.stack([np.random.default_rng(s).standard_normal(z_dim) for s in seeds]).astype(np.float32)
+
+
+def synthesize(g, seeds, psi=1.0, truncation_cutoff=None, batch_size=32):
+    """Images [N, R, R, C] in [-1, 1] for `seeds`, with constant noise so results are reproducible."""
+    z = latents(seeds, g.z_dim)
+    out = [g(z[i:i + batch_size], psi=psi, truncation_cutoff=truncation_cutoff, noise_mode="const").numpy()
+           for i in range(0, len(z), batch_size)]
+    return np.concatenate(out).astype(np.float32)
+
+
+def styles(g, seeds, psi=1.0):
+    """Per-layer styles [N, num_ws, w_dim] for `seeds`, truncated towards w_avg by psi."""
+    ws = g.broadcast(g.mapping(latents(seeds, g.z_dim)))
+    return np.asarray(g.truncate(ws, psi))
+
+
+def write_images(out_dir, g, seeds, psi=1.0):
+    """One PNG per seed at the training resolution (`seed0000.png`, ...) plus `grid.png`."""
+    os.makedirs(out_dir, exist_ok=True)
+    images = synthesize(g, seeds, psi)
+    paths = []
+    for seed, image in zip(seeds, images):
+        paths.append(os.path.join(out_dir, f"seed{seed:04d}.png"))
+        visualize.save_image(paths[-1], image)
+    visualize.save_grid(os.path.join(out_dir, "grid.png"), images)
+    return paths
+
+
+def style_mixing_grid(g, row_seeds, col_seeds, coarse_layers=4, psi=1.0):
+    """Coarse styles (the first `coarse_layers`: pose, size, ventricles) from each row's seed, fine
+    styles (texture, contrast) from each column's seed. The first row shows the column sources and
+    the first column the row sources; the corner is blank. Returns [(R+1)*(C+1), H, W, ch] images."""
+    ws_rows, ws_cols = styles(g, row_seeds, psi), styles(g, col_seeds, psi)
+    render = lambda ws: np.asarray(g.synthesis(ws, noise_mode="const"))  # noqa: E731
+    col_images, row_images = render(ws_cols), render(ws_rows)
+    cells = [np.full_like(col_images[0], -1.0)] + list(col_images)
+    for r, ws_row in enumerate(ws_rows):
+        mixed = np.array(ws_cols)
+        mixed[:, :coarse_layers] = ws_row[None, :coarse_layers]
+        cells += [row_images[r]] + list(render(mixed))
+    return np.stack(cells)
+
+
+def interpolation(g, seeds, steps=12, psi=1.0):
+    """Frames walking in w space through `seeds` in turn (linear in w, as the paper's PPL uses)."""
+    ws = styles(g, seeds, psi)
+    t = np.linspace(0.0, 1.0, steps, endpoint=False, dtype=np.float32)[:, None, None]
+    path = [ws[i] + t * (ws[i + 1] - ws[i]) for i in range(len(ws) - 1)] + [ws[-1:]]
+    return np.asarray(g.synthesis(np.concatenate(path), noise_mode="const"))
+
+
+def export(g, out_dir):
+    """Save the generator as a `.keras` file that `keras.models.load_model` opens once this project's
+    modules are importable (`import generator` registers the layers). Written atomically."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, EXPORT_NAME)
+    tmp = os.path.join(out_dir, f"partial{os.getpid()}.keras")
+    g.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_exported(path):
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no exported generator at {path}: run `python driver.py --mode export` first")
+    return keras.models.load_model(path)

@@ -1,0 +1,357 @@
+"""Running a training job: data, model, checkpoints, periodic outputs, resume and clean stops.
+
+Lives here: `Paths` (what goes where in the output folder), distribution strategies, building a
+`StyleGAN2` from a `Config`, checkpoints (atomic, the last few kept) and the `train` loop around
+`keras.Model.fit` with its callbacks. Not here: flags (driver.py), the training step (gan.py),
+pictures (visualize.py), generation and export (generate.py).
+
+A run is divided into ticks of `tick_kimg` thousand images (Keras "epochs"); after each tick the
+EMA generator draws a grid from fixed latents, the loss plot and TensorBoard are updated and a
+checkpoint is written.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+import data
+import visualize
+from config import Config
+from gan import StopOnNonFinite, build_gan
+
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.json"
+# Settings that may differ when a run is resumed: they do not change what the checkpoint means.
+RESUMABLE = {"kimg"}
+
+
+class RunError(RuntimeError):
+    """A problem the user can fix (bad checkpoint, conflicting flags); the message says how."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    """Everything a run writes lives under `root`, in these folders."""
+    root: str
+
+    def __getattr__(self, name):
+        folders = {"checkpoints": "checkpoints", "samples": "samples", "cache": "cache", "logs": "logs",
+                   "generated": "generated", "exports": "exports", "evaluation": "evaluation"}
+        if name not in folders:
+            raise AttributeError(name)
+        return os.path.join(self.root, folders[name])
+
+    def make(self, *names):
+        for name in names:
+            os.makedirs(getattr(self, name), exist_ok=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How a training run is carried out (not what is trained: that is `Config`)."""
+    output_dir: str = "."
+    data_dir: str | None = None
+    splits: tuple = ("train",)
+    tick_kimg: float = 2.0            # outputs and a checkpoint every this many thousand images
+    keep_checkpoints: int = 3
+    resume: bool = False
+    strategy: str = "default"         # default, mirrored, multiworker, tpu
+    grid_size: int = 36               # samples in the periodic grid
+    exclude_subjects: tuple = ()      # hold these `case_<subject>_` prefixes out of training
+    progress: bool = True
+
+
+def make_strategy(name):
+    """tf.distribute strategy by name. 'mirrored' uses every local GPU (or CPU when there is none),
+    'multiworker' reads the cluster from TF_CONFIG, 'tpu' connects to the local TPU."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise RunError("--strategy=multiworker needs the TF_CONFIG environment variable; see the README")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise RunError(f"unknown strategy {name!r}; choose default, mirrored, multiworker or tpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+
+def write_json(path, value):
+    visualize.atomic_write_bytes(path, json.dumps(value, indent=2, sort_keys=True).encode())
+
+
+def read_config(paths):
+    path = os.path.join(paths.checkpoints, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise RunError(f"no checkpoint to load in {paths.checkpoints}: train first (python driver.py) "
+                       f"or point --output_dir at the folder of an earlier run")
+    with open(path) as f:
+        try:
+            return Config.from_dict(json.load(f))
+        except (ValueError, TypeError) as e:
+            raise RunError(f"{path} is not a configuration this version understands ({e})") from None
+
+
+def resolve_resume_config(paths, requested, explicit):
+    """The saved configuration, after checking that no explicitly given setting contradicts it."""
+    saved = read_config(paths)
+    conflicts = [f"--{k}={getattr(requested, k)} (checkpoint: {getattr(saved, k)})"
+                 for k in sorted(explicit) if k not in RESUMABLE and getattr(requested, k) != getattr(saved, k)]
+    if conflicts:
+        raise RunError("these settings conflict with the checkpoint being resumed: " + ", ".join(conflicts)
+                       + ". Drop them, or train a new run in another --output_dir.")
+    return saved.replace(**{k: getattr(requested, k) for k in explicit if k in RESUMABLE})
+
+
+class Checkpointer:
+    """tf.train.CheckpointManager over the GAN, both optimizers and all training state.
+
+    TensorFlow writes a checkpoint's files first and then swaps the small index file that names the
+    latest one with an atomic rename, so a process killed mid-save leaves the previous checkpoint
+    as the latest and loadable.
+    """
+
+    def __init__(self, gan, directory, keep=3):
+        self.checkpoint = tf.train.Checkpoint(gan=gan, g_optimizer=gan.g_optimizer, d_optimizer=gan.d_optimizer)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=keep)
+
+    @property
+    def latest(self):
+        return self.manager.latest_checkpoint
+
+    def save(self, step):
+        return self.manager.save(checkpoint_number=step)
+
+    def restore(self, path=None, expect_partial=False):
+        path = path or self.latest
+        if path is None:
+            raise RunError(f"no checkpoint found in {self.manager.directory}: train first, or check --output_dir")
+        try:
+            status = self.checkpoint.restore(path)
+            if expect_partial:
+                status.expect_partial()
+            else:
+                status.assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as e:
+            raise RunError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[0][:200]}); "
+                           f"was it written with other settings?") from None
+        return path
+
+
+def load_for_inference(paths):
+    """The EMA generator of the latest checkpoint in `paths`, and the configuration it was trained with."""
+    config = read_config(paths)
+    gan = build_gan(config)
+    Checkpointer(gan, paths.checkpoints).restore(expect_partial=True)
+    return gan, config
+
+
+# ---------------------------------------------------------------------------------------------
+# Callbacks
+# ---------------------------------------------------------------------------------------------
+
+class StopFlag:
+    """Turns SIGINT/SIGTERM into a request to stop after the current step (then save and exit)."""
+
+    def __init__(self):
+        self.requested = None
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested is not None:      # A second Ctrl-C stops at once.
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        logging.info("%s received: finishing this step, saving a checkpoint, then stopping "
+                     "(press Ctrl-C again to stop at once without saving)", self.requested)
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+class TickOutputs(keras.callbacks.Callback):
+    """At the end of every tick: sample grid, loss plot, TensorBoard, history, checkpoint, progress."""
+
+    def __init__(self, paths, checkpointer, config, options, total_steps, stop_flag, history):
+        super().__init__()
+        self.paths, self.checkpointer, self.config, self.options = paths, checkpointer, config, options
+        self.total_steps, self.stop_flag, self.history = total_steps, stop_flag, history
+        self.fixed_z = np.random.default_rng(config.seed).standard_normal(
+            [options.grid_size, config.z_dim]).astype(np.float32)
+        self.writer = tf.summary.create_file_writer(paths.logs)
+        self.progbar = None
+
+    def on_train_begin(self, logs=None):
+        self.start_time, self.start_images = time.time(), int(self.model.images_seen.numpy())
+        self.tick_time, self.tick_images = self.start_time, self.start_images
+        if self.options.progress:
+            self.progbar = keras.utils.Progbar(self.total_steps, unit_name="step",
+                                               stateful_metrics=["kimg", "s/kimg"])
+            self.progbar.update(self.steps_done())
+
+    def steps_done(self):
+        return int(self.model.images_seen.numpy()) // self.config.batch_size
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.progbar is not None and batch % 5 == 0:
+            images = int(self.model.images_seen.numpy())
+            rate = (time.time() - self.start_time) / max(images - self.start_images, 1) * 1000
+            values = [("kimg", images / 1000), ("s/kimg", rate)]
+            values += [(k, float(v)) for k, v in (logs or {}).items() if k in ("d_loss", "g_loss")]
+            self.progbar.update(self.steps_done(), values=values)
+        if self.stop_flag.requested or self.steps_done() >= self.total_steps:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save(logs)
+
+    def save(self, logs=None):
+        images = int(self.model.images_seen.numpy())
+        kimg = images / 1000
+        now = time.time()
+        seconds_per_kimg = (now - self.tick_time) / max(images - self.tick_images, 1) * 1000
+        self.tick_time, self.tick_images = now, images
+        entry = {"kimg": kimg, "seconds_per_kimg": seconds_per_kimg,
+                 **{k: float(v) for k, v in (logs or {}).items()}}
+        if self.history and self.history[-1]["kimg"] >= kimg:
+            return  # Nothing new since the last save (a stop right after a tick).
+        self.history.append(entry)
+
+        samples = self.model(self.fixed_z).numpy()
+        name = f"grid_{int(round(kimg * 1000)):08d}.png"
+        visualize.save_grid(os.path.join(self.paths.samples, name), samples)
+        visualize.save_grid(os.path.join(self.paths.samples, "latest.png"), samples)
+        visualize.plot_history(os.path.join(self.paths.samples, "losses.png"), self.history,
+                               extra=("r1", "gp", "pl", "augment_p", "ada_rt"))
+        with self.writer.as_default(step=images):
+            for k, v in entry.items():
+                tf.summary.scalar(k, v)
+            tf.summary.image("samples", (samples[:16] + 1.0) / 2.0, max_outputs=16)
+        write_json(os.path.join(self.paths.logs, HISTORY_FILE), self.history)
+        path = self.checkpointer.save(self.steps_done())
+        remaining = (self.config.kimg - kimg) * seconds_per_kimg
+        logging.info("kimg %.1f/%.0f | %.1f s/kimg | %s | left %s | saved %s", kimg, self.config.kimg,
+                     seconds_per_kimg, " ".join(f"{k} {v:.3f}" for k, v in (logs or {}).items()
+                                                if k in ("d_loss", "g_loss", "augment_p")),
+                     format_seconds(max(remaining, 0)), os.path.basename(path))
+
+
+def format_seconds(seconds):
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop
+# ---------------------------------------------------------------------------------------------
+
+def train(config, options, explicit=()):
+    """Train (or resume) a run. `explicit` names the Config fields the user set by hand, so that a
+    resume can tell a deliberate conflict from a default. Returns the trained `StyleGAN2`."""
+    paths = Paths(options.output_dir)
+    if options.resume:
+        config = resolve_resume_config(paths, config, set(explicit))
+    strategy = make_strategy(options.strategy)
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise RunError(f"--batch_size={config.batch_size} must be a multiple of the "
+                       f"{strategy.num_replicas_in_sync} replicas")
+    local_batch = config.batch_size // strategy.num_replicas_in_sync
+    if local_batch % min(config.mbstd_group_size, local_batch):
+        raise RunError(f"the per-replica batch {local_batch} must be a multiple of the minibatch-stddev "
+                       f"group size {config.mbstd_group_size}")
+
+    images = data.load_slices(options.data_dir, config.resolution, paths.cache, splits=options.splits,
+                              channels=config.channels, seed=config.seed,
+                              exclude_subjects=options.exclude_subjects)
+    if len(images) < config.batch_size:
+        raise RunError(f"only {len(images)} usable slices, fewer than one batch of {config.batch_size}; "
+                       f"add data or lower --batch_size")
+
+    paths.make("checkpoints", "samples", "logs")
+    gan = build_gan(config, strategy)
+    checkpointer = Checkpointer(gan, paths.checkpoints, options.keep_checkpoints)
+    history = []
+    if options.resume:
+        restored = checkpointer.restore()
+        history_path = os.path.join(paths.logs, HISTORY_FILE)
+        if os.path.exists(history_path):
+            with open(history_path) as f:
+                history = [h for h in json.load(f) if h["kimg"] * 1000 <= int(gan.images_seen.numpy())]
+        logging.info("resumed %s at %d images", os.path.basename(restored), int(gan.images_seen.numpy()))
+    write_json(os.path.join(paths.checkpoints, CONFIG_FILE), dataclasses.asdict(config))
+
+    steps_done = int(gan.images_seen.numpy()) // config.batch_size
+    steps_per_tick = max(1, math.ceil(options.tick_kimg * 1000 / config.batch_size))
+    total_steps = math.ceil(config.kimg * 1000 / config.batch_size)
+    if steps_done >= total_steps:
+        logging.info("already trained for %.1f kimg (the --kimg target); nothing to do", steps_done * config.batch_size / 1000)
+        return gan
+    # The data order is a fixed function of the seed, so skipping the batches already used makes a
+    # resumed run see exactly what an uninterrupted one would.
+    dataset = data.make_dataset(images, config.batch_size, seed=config.seed, channels=config.channels)
+    dataset = dataset.skip(steps_done)
+
+    with StopFlag() as stop_flag:
+        ticks = TickOutputs(paths, checkpointer, config, options, total_steps, stop_flag, history)
+        # Each Keras epoch is one tick; after a mid-tick stop the first is shorter so that ticks
+        # stay on the grid, and the last ends at --kimg (TickOutputs stops it).
+        epochs = math.ceil(total_steps / steps_per_tick)
+        initial_epoch = steps_done // steps_per_tick
+        first_tick = (initial_epoch + 1) * steps_per_tick - steps_done
+        if first_tick != steps_per_tick:
+            gan.fit(dataset.take(first_tick), epochs=1, verbose=0, callbacks=[StopOnNonFinite(), ticks])
+            initial_epoch += 1
+        if not stop_flag.requested and initial_epoch < epochs:
+            dataset = dataset.skip(first_tick if first_tick != steps_per_tick else 0)
+            gan.fit(dataset, initial_epoch=initial_epoch, epochs=epochs, steps_per_epoch=steps_per_tick,
+                    verbose=0, callbacks=[StopOnNonFinite(), ticks])
+        if stop_flag.requested:
+            ticks.save()
+            logging.info("stopped by %s; resume with: python driver.py --load weights", stop_flag.requested)
+    if ticks.progbar is not None:
+        print()
+    return gan
+
+
+def clear_outputs(paths, which):
+    """Delete the run's own outputs: 'samples' (images in samples/ and generated/), 'cache' or 'both'.
+    Returns what was deleted. Only files this project writes are touched, and links are never
+    followed, so nothing outside the output folder can be lost."""
+    deleted = []
+    if which in ("samples", "both"):
+        for folder in (paths.samples, paths.generated):
+            deleted += _delete_own_files(folder, (".png", ".gif"))
+    if which in ("cache", "both"):
+        deleted += data.clear_cache(paths.cache)
+    return deleted
+
+
+def _delete_own_files(folder, suffixes):
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        return []
+    deleted = []
+    for entry in os.scandir(folder):
+        if entry.is_file(follow_symlinks=False) and entry.name.endswith(suffixes):
+            os.remove(entry.path)
+            deleted.append(entry.path)
+    return sorted(deleted)
