@@ -8,6 +8,7 @@ plain arguments. Not here: parsing, file handling.
 import dataclasses
 import json
 
+from generator import check_resolution
 from losses import LOSSES
 
 
@@ -59,6 +60,7 @@ class Config:
     xla: bool = False                  # jit_compile the train step
 
     def __post_init__(self):
+        check_resolution(self.resolution)
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of: {', '.join(LOSSES)}")
         if self.augment not in ("off", "ada", "fixed"):

@@ -274,7 +274,7 @@ class StyleGAN2(keras.Model):
         grads, g_logs, pl_mean, ws_plain = self.g_gradients(batch)
         self.g_optimizer.apply(grads, self.generator.trainable_variables)
         self.pl_mean.assign(pl_mean)
-        w_mean = ops.mean(ws_plain[:, 0], axis=0)       # mean w of unmixed latents, for truncation
+        w_mean = ops.mean(tf.cast(ws_plain[:, 0], tf.float32), axis=0)  # mean w of unmixed latents, for truncation
         w_avg = self.generator.mapping.w_avg
         w_avg.assign(w_mean + (w_avg - w_mean) * c.w_avg_beta)
         self.g_steps.assign_add(1)

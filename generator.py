@@ -184,7 +184,7 @@ class Generator(keras.Model):
 
     def broadcast(self, w):
         """One w for every layer: [B, w_dim] -> [B, num_ws, w_dim]."""
-        return ops.repeat(w[:, None, :], self.num_ws, axis=1)
+        return ops.tile(w[:, None, :], [1, self.num_ws, 1])  # tile, not repeat: XLA needs static shapes
 
     def truncate(self, ws, psi=1.0, truncation_cutoff=None):
         """Pull styles towards w_avg; only the first `truncation_cutoff` layers (all when None)."""

@@ -162,7 +162,7 @@ def minibatch_stddev(x, group_size=4, num_features=1, epsilon=1e-8):
     y = y - tf.reduce_mean(y, axis=1, keepdims=True)
     y = tf.sqrt(tf.reduce_mean(tf.square(y), axis=1) + epsilon)                   # [n, H, W, F, c]
     y = tf.reduce_mean(y, axis=[1, 2, 4])                                          # [n, F]
-    y = tf.repeat(y, g, axis=0)                                                    # [B, F]
+    y = tf.reshape(tf.tile(y[:, None, :], [1, g, 1]), [-1, f])                      # [B, F]  (repeat, XLA-friendly)
     y = tf.tile(y[:, None, None, :], [1, h, w, 1])                                 # [B, H, W, F]
     return tf.concat([x, tf.cast(y, dtype)], axis=-1)
 
