@@ -1,0 +1,315 @@
+"""Quality metrics: hand-computed values, closed forms, and orderings a broken metric would get wrong.
+
+Images are small synthetic brain phantoms made here (nothing read from disk, nothing downloaded);
+the InceptionV3 download is simulated to fail, and feature metrics use injected cheap features.
+"""
+
+import functools
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras.src.utils import file_utils
+
+import evaluation
+import metrics
+
+
+def phantoms(n, size=32, seed=0):
+    """Brain-like images in [-1, 1]: a bright textured ellipse (head) with two dark ellipses
+    (ventricles) of random position and size on a black background. [n, size, size, 1]"""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / (size - 1) * 2.0 - 1.0                 # [S, S] in [-1, 1]
+
+    def u(lo, hi):
+        return rng.uniform(lo, hi, n)[:, None, None]                            # [n, 1, 1]
+
+    def ellipse(cy, cx, ry, rx):
+        return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0            # [n, S, S]
+
+    head = ellipse(u(-0.1, 0.1), u(-0.1, 0.1), u(0.6, 0.85), u(0.5, 0.75))
+    texture = np.sin(u(3, 9) * xx + u(0, 6)) * np.cos(u(3, 9) * yy)
+    images = np.where(head, u(0.1, 0.5) + 0.3 * texture, -1.0)
+    for side in (-1.0, 1.0):
+        images = np.where(ellipse(u(-0.2, 0.2), side * u(0.1, 0.3), u(0.15, 0.35), u(0.05, 0.15)), -0.6, images)
+    images = images + 0.05 * rng.standard_normal(images.shape)
+    return np.clip(images, -1.0, 1.0)[..., None].astype(np.float32)
+
+
+def box_blur(images, radius):
+    """(2r+1)^2 box filter with edge padding: a blur independent of the pyramid's binomial filter."""
+    size, k = images.shape[1], 2 * radius + 1
+    padded = np.pad(images, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="edge")
+    return sum(padded[:, i:i + size, j:j + size] for i in range(k) for j in range(k)) / k ** 2
+
+
+@pytest.fixture(scope="module")
+def sets():
+    real, other = phantoms(48, seed=0), phantoms(48, seed=1)  # `other`: a second sample of the same distribution
+    return real, other
+
+
+# --------------------------------------------------------------------------------------------- SWD
+
+@pytest.mark.parametrize("u, v, expected", [
+    ([0.0, 1.0, 3.0], [5.0, 2.0, 1.0], 4.0 / 3.0),   # sorted [0 1 3] vs [1 2 5]: (1 + 1 + 2) / 3
+    ([0.0, 1.0, 2.0, 3.0], [0.0, 2.0], 0.5),          # integral |F - G|: 0.25 on [0, 1), 0 on [1, 2), 0.25 on [2, 3)
+    ([0.0, 2.0], [1.0], 1.0),                         # half the mass moves 1 each way
+    ([4.0, 4.0], [1.0, 1.0, 1.0], 3.0),               # point masses: the distance between them
+])
+def test_wasserstein_1d_matches_hand_computed(u, v, expected):
+    np.testing.assert_allclose(metrics.wasserstein_1d(np.array(u), np.array(v)), expected, rtol=1e-12)
+    np.testing.assert_allclose(metrics.wasserstein_1d(np.array(v), np.array(u)), expected, rtol=1e-12)
+
+
+def test_laplacian_pyramid_levels_reconstruct_the_images_and_keep_constants():
+    images = phantoms(3, size=64)
+    pyramid = metrics.laplacian_pyramid(images)
+    assert [level.shape[1] for level in pyramid] == [64, 32, 16]
+    rebuilt = pyramid[-1]
+    for band in reversed(pyramid[:-1]):
+        rebuilt = metrics.pyr_up(rebuilt) + band
+    np.testing.assert_allclose(rebuilt, images, atol=1e-5)
+    flat = np.full((1, 16, 16, 1), 0.3, np.float32)  # the filter sums to 1 (down) and 4 (up) with mirrored borders
+    np.testing.assert_allclose(metrics.pyr_down(flat), 0.3, rtol=1e-6)
+    np.testing.assert_allclose(metrics.pyr_up(flat), 0.3, rtol=1e-6)
+
+
+def test_swd_is_zero_for_identical_sets_and_grows_with_each_degradation(sets):
+    real, other = sets
+    assert metrics.swd(real, real)["avg"] == 0.0
+    floor = metrics.swd(real, other)
+    blurred, more_blurred = metrics.swd(real, box_blur(other, 1)), metrics.swd(real, box_blur(other, 2))
+    shifted = metrics.swd(real, np.clip(other + 0.3, -1.0, 1.0))
+    collapsed = metrics.swd(real, np.repeat(other[:1], len(other), axis=0))
+    for worse in (blurred, shifted, collapsed):
+        assert worse["avg"] > 2.0 * floor["avg"]
+    assert more_blurred["avg"] > blurred["avg"]
+    # Blur removes detail: the fine band moves most. A brightness offset lives in the low-pass level only.
+    assert blurred["32"] - floor["32"] > blurred["16"] - floor["16"]
+    assert shifted["16"] > 4.0 * floor["16"]
+    np.testing.assert_allclose(shifted["32"], floor["32"], rtol=0.05)
+
+
+def test_swd_each_set_normalization_is_blind_to_offsets_as_in_progan(sets):
+    real, other = sets
+    floor = metrics.swd(real, other, normalization="each")
+    np.testing.assert_allclose(metrics.swd(real, other + 0.3, normalization="each")["avg"], floor["avg"], rtol=1e-3)
+    assert metrics.swd(real, other + 0.3)["avg"] > 3.0 * metrics.swd(real, other)["avg"]
+
+
+def test_swd_is_deterministic_by_seed_and_takes_sets_of_different_sizes(sets):
+    real, other = sets
+    swd = functools.partial(metrics.swd, repeats=1)
+    first, again = swd(real, other[:20], seed=3), swd(real, other[:20], seed=3)
+    assert first == again
+    assert swd(real, other[:20], seed=4)["avg"] != first["avg"]
+    assert 0.0 < first["avg"] < swd(real, box_blur(other[:20], 1), seed=3)["avg"]
+
+
+def test_swd_rejects_mismatched_resolutions():
+    with pytest.raises(ValueError, match="same resolution"):
+        metrics.swd(phantoms(4, 32), phantoms(4, 16))
+
+
+# --------------------------------------------------------------------------------------------- FID
+
+def random_spd(rng, d):
+    a = rng.standard_normal((d, d))
+    return a @ a.T + 0.1 * np.eye(d)
+
+
+def test_sqrtm_psd_squares_back_and_trace_sqrt_product_matches_independent_eigenvalues():
+    rng = np.random.default_rng(0)
+    s1, s2 = random_spd(rng, 6), random_spd(rng, 6)
+    root = metrics.sqrtm_psd(s1)
+    np.testing.assert_allclose(root @ root, s1, atol=1e-9)
+    np.testing.assert_allclose(root, root.T, atol=1e-12)
+    # S1 S2 is not symmetric, but its eigenvalues are real and positive: sum their square roots directly.
+    independent = np.sum(np.sqrt(np.linalg.eigvals(s1 @ s2).real))
+    np.testing.assert_allclose(metrics.trace_sqrt_product(s1, s2), independent, rtol=1e-9)
+    # Commuting pair Q diag(a) Q^T, Q diag(b) Q^T: tr sqrt(S1 S2) = sum sqrt(a b).
+    q, _ = np.linalg.qr(rng.standard_normal((5, 5)))
+    a, b = rng.uniform(0.1, 3.0, 5), rng.uniform(0.1, 3.0, 5)
+    np.testing.assert_allclose(metrics.trace_sqrt_product((q * a) @ q.T, (q * b) @ q.T), np.sum(np.sqrt(a * b)),
+                               rtol=1e-9)
+
+
+def test_fid_of_sampled_gaussians_matches_the_closed_form_and_is_zero_for_identical_sets():
+    rng = np.random.default_rng(0)
+    m1, m2 = np.zeros(4), np.array([1.0, 0.0, 0.5, 0.0])
+    v1, v2 = np.array([1.0, 2.0, 0.5, 1.0]), np.array([2.0, 2.0, 1.0, 0.25])
+    f1 = m1 + np.sqrt(v1) * rng.standard_normal((20000, 4))
+    f2 = m2 + np.sqrt(v2) * rng.standard_normal((20000, 4))
+    closed_form = np.sum((m1 - m2) ** 2) + np.sum(v1 + v2 - 2.0 * np.sqrt(v1 * v2))   # = 1.757
+    np.testing.assert_allclose(metrics.fid(f1, f2), closed_form, rtol=0.04)
+    features = rng.standard_normal((50, 8))
+    assert abs(metrics.fid(features, features)) < 1e-9
+
+
+# --------------------------------------------------------------------------------------------- KID
+
+def test_mmd2_unbiased_matches_hand_computed_value():
+    # k(a, b) = (ab + 1)^3 in 1-D. XX off-diagonal: 2 k(0,1) / 2 = 1; YY: 2 k(1,2) / 2 = 27;
+    # XY: (k(0,1) + k(0,2) + k(1,1) + k(1,2)) / 4 = (1 + 1 + 8 + 27) / 4 = 9.25.  1 + 27 - 2 * 9.25 = 9.5
+    assert metrics.mmd2_unbiased(np.array([[0.0], [1.0]]), np.array([[1.0], [2.0]])) == pytest.approx(9.5)
+
+
+def test_kid_is_near_zero_for_one_distribution_and_positive_for_two():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((400, 16)), rng.standard_normal((400, 16))
+    same = metrics.kid(x, y, num_subsets=20, subset_size=200)
+    different = metrics.kid(x, y + 0.3, num_subsets=20, subset_size=200)
+    assert abs(same) < 0.02
+    assert different > 0.1
+    assert metrics.kid(x, y + 0.6, num_subsets=20, subset_size=200) > different
+    # Subsampling large sets first changes the random subsets, not what is estimated.
+    pooled = metrics.kid(x, y + 0.3, num_subsets=20, subset_size=200, max_pool=300)
+    assert pooled == pytest.approx(different, rel=0.15) and pooled != different
+
+
+# --------------------------------------------------------------------------------------- precision / recall
+
+def test_precision_recall_on_hand_made_point_clouds():
+    grid = np.stack(np.meshgrid(np.arange(10.0), np.arange(10.0)), -1).reshape(-1, 2)   # [100, 2], spacing 1
+    assert metrics.precision_recall(grid, grid) == (1.0, 1.0)
+    assert metrics.precision_recall(grid, grid + 100.0) == (0.0, 0.0)
+    corner = grid[(grid[:, 0] < 3) & (grid[:, 1] < 3)] + 0.2    # inside the real manifold, covering a corner
+    precision, recall = metrics.precision_recall(grid, corner)
+    assert precision == 1.0 and recall < 0.3
+    # 1-D, k = 1: every real radius is 1. Fakes 0.5 and 4.9 are inside, 10 is not -> precision 2/3.
+    # Fake radii 4.4, 4.4, 5.1 cover every real point -> recall 1 (an outlier fake inflates recall).
+    real, fake = np.array([[0.0], [1.0], [2.0], [3.0], [4.0]]), np.array([[0.5], [4.9], [10.0]])
+    precision, recall = metrics.precision_recall(real, fake, k=1)
+    assert precision == pytest.approx(2.0 / 3.0) and recall == 1.0
+
+
+# --------------------------------------------------------------------------------------------- diversity
+
+@pytest.mark.parametrize("size, filter_size, scales", [(8, 8, 1), (16, 11, 1), (32, 11, 2), (64, 11, 3),
+                                                       (128, 11, 4), (256, 11, 5)])
+def test_ms_ssim_uses_every_scale_the_resolution_allows(size, filter_size, scales):
+    got_filter, weights = metrics.ms_ssim_settings(size)
+    assert (got_filter, len(weights)) == (filter_size, scales)
+    assert sum(weights) == pytest.approx(1.0)
+
+
+def test_diversity_is_one_for_a_collapsed_set_and_lower_for_varied_sets(sets):
+    real, _ = sets
+    collapsed = np.repeat(real[:1], 8, axis=0)
+    assert metrics.mean_pairwise_ms_ssim(collapsed, num_pairs=50) == pytest.approx(1.0, abs=1e-5)
+    varied = metrics.mean_pairwise_ms_ssim(real, num_pairs=200)
+    noise = metrics.mean_pairwise_ms_ssim(np.tanh(np.random.default_rng(0).standard_normal(real.shape)), 200)
+    assert noise < varied < 0.9
+    assert 0.0 < metrics.mean_pairwise_ms_ssim(phantoms(6, size=8), num_pairs=20) < 1.0   # plain SSIM, 8x8 window
+
+
+# --------------------------------------------------------------------------------------------- InceptionV3
+
+def test_inception_inputs_are_rgb_299_in_the_models_range():
+    images = np.concatenate([np.full((1, 8, 8, 1), -1.0), np.full((1, 8, 8, 1), 0.5)]).astype(np.float32)
+    x = metrics.inception_inputs(images)
+    assert x.shape == (2, 299, 299, 3)
+    np.testing.assert_allclose(x[0], -1.0, atol=1e-6)   # black stays -1 after [0, 255] -> [-1, 1]
+    np.testing.assert_allclose(x[1], 0.5, atol=1e-5)
+
+
+def test_inception_features_raise_a_clear_error_when_the_weights_cannot_be_downloaded(monkeypatch):
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/x.h5: None -- "
+                        "[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)   # where InceptionV3 downloads
+    metrics.inception_model.cache_clear()
+    with pytest.raises(metrics.FeaturesUnavailable) as error:
+        metrics.inception_features(phantoms(2, size=16))
+    message = str(error.value)
+    assert "\n" not in message and "FID, KID, precision and recall are skipped" in message
+    assert metrics.INCEPTION_WEIGHTS_FILE in message and "Temporary failure" in message
+    with pytest.raises(metrics.FeaturesUnavailable, match="no InceptionV3 weights file at /nonexistent"):
+        metrics.inception_features(phantoms(2, size=16), weights="/nonexistent/weights.h5")
+
+
+def test_inception_features_shape_with_random_weights():
+    images = phantoms(3, size=16)
+    features = metrics.inception_features(images[[0, 1, 0]], weights=None, batch_size=2)
+    assert features.shape == (3, metrics.INCEPTION_DIM) and np.all(np.isfinite(features))
+    np.testing.assert_allclose(features[2], features[0], rtol=1e-4, atol=1e-6)   # batching does not matter
+    assert not np.allclose(features[1], features[0])
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+
+def block_features(images):
+    """Cheap stand-in for InceptionV3: 4x4 block means. [N, R, R, 1] -> [N, (R/4)^2]"""
+    n, r = images.shape[:2]
+    return images.reshape(n, r // 4, 4, r // 4, 4).mean(axis=(2, 4)).reshape(n, -1).astype(np.float64)
+
+
+EXPECTED_KEYS = {"num_generated", "num_real", "swd_32", "swd_16", "swd_avg", "fid", "kid", "precision",
+                 "recall", "diversity_generated", "diversity_real"}
+
+
+def test_evaluate_images_reports_every_metric_and_the_floor_for_identical_sets(sets):
+    real, other = sets
+    same = evaluation.evaluate_images(real, real, feature_fn=block_features)
+    assert set(same) == EXPECTED_KEYS
+    assert same["swd_avg"] == 0.0 and abs(same["fid"]) < 1e-6   # round-off of the rank-deficient covariance
+    assert same["precision"] == same["recall"] == 1.0
+    assert same["diversity_generated"] == same["diversity_real"]
+    collapsed = evaluation.evaluate_images(np.repeat(other[:1], len(other), axis=0), real, feature_fn=block_features)
+    assert collapsed["fid"] > 0.1 and collapsed["kid"] > 0.0 and collapsed["recall"] < 0.1
+    assert collapsed["diversity_generated"] == pytest.approx(1.0, abs=1e-5)
+    assert same["diversity_real"] < 0.9
+
+
+def test_evaluate_images_without_features_still_reports_swd_and_diversity(sets):
+    real, other = sets
+
+    def unavailable(images):
+        raise metrics.FeaturesUnavailable("no weights")
+
+    report = evaluation.evaluate_images(other, real, feature_fn=unavailable)
+    assert set(report) == EXPECTED_KEYS
+    assert report["fid"] is report["kid"] is report["precision"] is report["recall"] is None
+    assert report["swd_avg"] > 0.0 and 0.0 < report["diversity_generated"] < 1.0
+
+
+def test_swd_report_is_flat_and_named_by_level(sets):
+    real, other = sets
+    report = evaluation.swd_report(other, real)
+    assert set(report) == {"swd_32", "swd_16", "swd_avg"}
+    assert report["swd_avg"] == pytest.approx((report["swd_32"] + report["swd_16"]) / 2)
+
+
+class FakeGenerator:
+    """Stands in for the EMA generator: 16x16 images that are a fixed function of z."""
+    z_dim = 256
+
+    def __call__(self, z, psi=1.0, truncation_cutoff=None, noise_mode="const"):
+        return tf.constant(np.tanh(z.reshape(-1, 16, 16, 1)))
+
+
+def test_evaluate_run_writes_the_report_with_fake_checkpoint_and_reference(tmp_path, monkeypatch):
+    calls = {}
+
+    def load_slices(reference_dir, resolution, cache, splits, channels, subjects):
+        calls.update(resolution=resolution, splits=splits, channels=channels)
+        return ((phantoms(40, size=16) + 1.0) * 127.5).astype(np.uint8)
+
+    gan = types.SimpleNamespace(generator_ema=FakeGenerator(), images_seen=tf.constant(1234, tf.int64))
+    config = types.SimpleNamespace(resolution=16, channels=1)
+    monkeypatch.setitem(sys.modules, "data", types.SimpleNamespace(load_slices=load_slices))
+    monkeypatch.setitem(sys.modules, "training", types.SimpleNamespace(load_for_inference=lambda paths: (gan, config)))
+    paths = types.SimpleNamespace(evaluation=str(tmp_path / "evaluation"), cache=str(tmp_path / "cache"))
+
+    report = evaluation.evaluate_run(paths, None, inception_weights=str(tmp_path / "missing.h5"))
+    assert calls == {"resolution": 16, "splits": ("validate",), "channels": 1}
+    assert report["num_real"] == 40 and report["num_generated"] == evaluation.MIN_IMAGES
+    assert report["kimg"] == 1.234 and report["fid"] is None and report["swd_avg"] > 0.0
+    with open(tmp_path / "evaluation" / "latest.json") as f:
+        assert json.load(f) == report
+    assert (tmp_path / "evaluation" / "report_00001234.json").exists()
