@@ -128,9 +128,6 @@ def run_options():
 def train():
     config, typed = config_from_flags()
     options = run_options()
-    if FLAGS.data_dir is None and not options.resume:
-        logging.info("no --data_dir given: training on built-in synthetic brain slices. For OASIS use "
-                     "--data_dir /path/to/keras_png_slices_data")
     gan = training.train(config, options, typed)
     paths = training.Paths(FLAGS.output_dir)
     logging.info("done at %.1f kimg: samples in %s, checkpoints in %s",
@@ -177,9 +174,14 @@ def evaluate():
 
 
 def configure_logging():
+    """Timestamped INFO lines from this project; from libraries (TensorFlow logs its checkpoint
+    internals through absl too) only warnings and errors."""
     import logging as std_logging
+    here = os.path.dirname(os.path.abspath(__file__))
+    handler = logging.get_absl_handler()
+    handler.setFormatter(std_logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    handler.addFilter(lambda record: record.levelno >= std_logging.WARNING or record.pathname.startswith(here))
     logging.set_verbosity(logging.INFO)
-    logging.get_absl_handler().setFormatter(std_logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
 
 
 def main(argv):

@@ -119,8 +119,27 @@ def resolve_resume_config(paths, requested, explicit):
     return saved.replace(**{k: getattr(requested, k) for k in explicit if k in RESUMABLE})
 
 
+def named_variables(gan):
+    """Every variable of the GAN under a unique name: '<owner>/<keras path>'.
+
+    tf.train.Checkpoint follows attributes, but Keras 3 layers keep their sub-layers in Python lists
+    that it does not see (the generator's convs, the discriminator's blocks): checkpointing the model
+    object would silently drop the EMA generator. So the checkpoint names each variable itself.
+    """
+    named, seen = {}, set()
+    for owner in ("generator", "generator_ema", "discriminator", "augment"):
+        layer = getattr(gan, owner, None)
+        for v in layer.weights if layer is not None else []:
+            named[f"{owner}/{v.path}"] = v
+            seen.add(id(v))
+    for v in gan.weights:                                   # counters, pl_mean
+        if id(v) not in seen:
+            named[f"gan/{v.name}"] = v                        # not .path: the model name is uniquified
+    return named
+
+
 class Checkpointer:
-    """tf.train.CheckpointManager over the GAN, both optimizers and all training state.
+    """tf.train.CheckpointManager over every GAN variable, both optimizers and all training state.
 
     TensorFlow writes a checkpoint's files first and then swaps the small index file that names the
     latest one with an atomic rename, so a process killed mid-save leaves the previous checkpoint
@@ -128,7 +147,8 @@ class Checkpointer:
     """
 
     def __init__(self, gan, directory, keep=3):
-        self.checkpoint = tf.train.Checkpoint(gan=gan, g_optimizer=gan.g_optimizer, d_optimizer=gan.d_optimizer)
+        self.checkpoint = tf.train.Checkpoint(model=tf.train.Checkpoint(**named_variables(gan)),
+                                              g_optimizer=gan.g_optimizer, d_optimizer=gan.d_optimizer)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=keep)
 
     @property
@@ -249,7 +269,7 @@ class TickOutputs(keras.callbacks.Callback):
         write_json(os.path.join(self.paths.logs, HISTORY_FILE), self.history)
         path = self.checkpointer.save(self.steps_done())
         remaining = (self.config.kimg - kimg) * seconds_per_kimg
-        logging.info("kimg %.1f/%.0f | %.1f s/kimg | %s | left %s | saved %s", kimg, self.config.kimg,
+        logging.info("kimg %.4g/%.4g | %.1f s/kimg | %s | left %s | saved %s", kimg, self.config.kimg,
                      seconds_per_kimg, " ".join(f"{k} {v:.3f}" for k, v in (logs or {}).items()
                                                 if k in ("d_loss", "g_loss", "augment_p")),
                      format_seconds(max(remaining, 0)), os.path.basename(path))
@@ -288,6 +308,7 @@ def train(config, options, explicit=()):
                        f"add data or lower --batch_size")
 
     paths.make("checkpoints", "samples", "logs")
+    keras.utils.set_random_seed(config.seed)   # same seed, same initial weights: a run is reproducible
     gan = build_gan(config, strategy)
     checkpointer = Checkpointer(gan, paths.checkpoints, options.keep_checkpoints)
     history = []
@@ -319,12 +340,12 @@ def train(config, options, explicit=()):
         initial_epoch = steps_done // steps_per_tick
         first_tick = (initial_epoch + 1) * steps_per_tick - steps_done
         if first_tick != steps_per_tick:
-            gan.fit(dataset.take(first_tick), epochs=1, verbose=0, callbacks=[StopOnNonFinite(), ticks])
+            gan.fit(dataset.take(first_tick), epochs=1, verbose=0, shuffle=False, callbacks=[StopOnNonFinite(), ticks])
             initial_epoch += 1
         if not stop_flag.requested and initial_epoch < epochs:
             dataset = dataset.skip(first_tick if first_tick != steps_per_tick else 0)
             gan.fit(dataset, initial_epoch=initial_epoch, epochs=epochs, steps_per_epoch=steps_per_tick,
-                    verbose=0, callbacks=[StopOnNonFinite(), ticks])
+                    verbose=0, shuffle=False, callbacks=[StopOnNonFinite(), ticks])
         if stop_flag.requested:
             ticks.save()
             logging.info("stopped by %s; resume with: python driver.py --load weights", stop_flag.requested)

@@ -1,0 +1,199 @@
+"""The command line end to end, as a user runs it: train, resume, clear, generate, export, stop and
+crash. Each test runs `python driver.py` as a subprocess on a tiny model (8x8, 4 images a batch)."""
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--resolution=8", "--channel_base=128", "--channel_max=16", "--z_dim=8", "--w_dim=8",
+        "--batch_size=4", "--tick_kimg=0.008"]
+STEPS = 4  # --kimg=0.016 at batch 4
+
+
+def command(out, *args):
+    return [sys.executable, os.path.join(ROOT, "driver.py"), f"--output_dir={out}", *args]
+
+
+def env():
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": ROOT}
+
+
+def run(out, *args, expect=0):
+    result = subprocess.run(command(out, *args), capture_output=True, text=True, timeout=600, env=env(),
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == expect, result.stderr[-3000:]
+    if expect == 0:
+        assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    return result
+
+
+def checkpoint_variables(out):
+    """Every saved variable of the latest checkpoint in `out`, by name."""
+    reader = tf.train.load_checkpoint(os.path.join(out, "checkpoints"))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if "save_counter" not in name and "OBJECT_GRAPH" not in name}
+
+
+def digest(folder):
+    return {name: hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest()
+            for name in sorted(os.listdir(folder))}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny run of STEPS steps, two ticks, on the built-in synthetic data."""
+    out = str(tmp_path_factory.mktemp("run"))
+    result = run(out, *TINY, "--kimg=0.016")
+    return out, result
+
+
+def test_training_writes_checkpoints_samples_plots_logs_and_config(trained):
+    out, result = trained
+    assert "built-in synthetic" in result.stderr
+    files = set(os.listdir(os.path.join(out, "checkpoints")))
+    assert {"config.json", "checkpoint", f"ckpt-{STEPS}.index", "ckpt-2.index"} <= files
+    assert {"latest.png", "losses.png", "grid_00000008.png", "grid_00000016.png"} <= set(
+        os.listdir(os.path.join(out, "samples")))
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(out, "logs")))
+    import json
+    history = json.load(open(os.path.join(out, "logs", "history.json")))
+    assert [h["kimg"] for h in history] == [0.008, 0.016]
+    assert all(np.isfinite(h["d_loss"]) and np.isfinite(h["g_loss"]) for h in history)
+    assert json.load(open(os.path.join(out, "checkpoints", "config.json")))["resolution"] == 8
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(trained, tmp_path):
+    uninterrupted, _ = trained
+    out = str(tmp_path)
+    run(out, *TINY, "--kimg=0.008")                                   # stop after 2 steps
+    result = run(out, "--load=weights", "--kimg=0.016")               # settings come from the checkpoint
+    assert "resumed ckpt-2 at 8 images" in result.stderr
+    resumed, straight = checkpoint_variables(out), checkpoint_variables(uninterrupted)
+    assert resumed.keys() == straight.keys()
+    optimizer_steps = [k for k in straight if "optimizer" in k and "iteration" in k]
+    assert optimizer_steps and all(int(straight[k]) == STEPS for k in optimizer_steps)
+    for name in straight:
+        np.testing.assert_allclose(resumed[name], straight[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_a_flag_that_conflicts_with_the_checkpoint_is_refused(trained):
+    out, _ = trained
+    result = run(out, "--load=weights", "--resolution=16", expect=1)
+    assert "--resolution=16 (checkpoint: 8)" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--load=weights"], "no checkpoint to load"),
+    (["--data_dir=/no/such/folder"], "/no/such/folder"),
+    (["--resolution=48"], "power of two"),
+])
+def test_bad_input_is_one_clear_error(tmp_path, args, message):
+    result = run(str(tmp_path), *TINY, *args, expect=1)
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not os.listdir(tmp_path) or not os.path.exists(os.path.join(tmp_path, "checkpoints", "checkpoint"))
+
+
+def test_clear_deletes_only_the_chosen_outputs_and_never_follows_links(trained, tmp_path):
+    out = str(tmp_path / "run")
+    shutil.copytree(trained[0], out)
+    outside = tmp_path / "precious.png"
+    outside.write_bytes(b"not ours")
+    os.symlink(outside, os.path.join(out, "samples", "link.png"))
+    cache_before = os.listdir(os.path.join(out, "cache"))
+    assert cache_before
+
+    result = run(out, "--clear=samples")
+    assert "deleted" in result.stderr
+    assert os.listdir(os.path.join(out, "samples")) == ["link.png"] and outside.read_bytes() == b"not ours"
+    assert os.listdir(os.path.join(out, "cache")) == cache_before
+
+    run(out, "--clear=cache")
+    assert os.listdir(os.path.join(out, "cache")) == []
+    assert os.path.exists(os.path.join(out, "checkpoints", "checkpoint"))
+
+    run(out, "--clear=both")                                          # nothing left: still fine
+    assert os.path.exists(os.path.join(out, "checkpoints", f"ckpt-{STEPS}.index"))
+
+
+def test_generate_is_reproducible_and_the_export_loads_in_a_fresh_process(trained, tmp_path):
+    out = str(tmp_path / "run")
+    shutil.copytree(trained[0], out)
+    generated = os.path.join(out, "generated")
+    run(out, "--mode=generate", "--num_images=6", "--first_seed=3")
+    first = digest(generated)
+    assert {"seed0003.png", "seed0008.png", "grid.png", "style_mixing.png", "interpolation.gif"} <= set(first)
+    shutil.rmtree(generated)
+    run(out, "--mode=generate", "--num_images=6", "--first_seed=3")
+    assert digest(generated) == first
+
+    run(out, "--mode=export")
+    exported = os.path.join(out, "exports", "generator.keras")
+    # Plain keras.models.load_model in a new interpreter, after importing the project's layers.
+    check = ("import sys, numpy as np, keras, generator, generate, visualize; from PIL import Image;"
+             f"g = keras.models.load_model({exported!r});"
+             "images = visualize.to_uint8(generate.synthesize(g, [3, 8]));"
+             f"png = [np.asarray(Image.open({generated!r} + f'/seed{{s:04d}}.png')) for s in (3, 8)];"
+             "sys.exit(0 if all((a[..., 0] == b).all() for a, b in zip(images, png)) else 3)")
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env(),
+                            cwd=str(tmp_path), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def wait_for(predicate, process, timeout=300):
+    start = time.time()
+    while not predicate():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.time() - start < timeout, "timed out"
+        time.sleep(0.002)
+
+
+def latest_step(out):
+    path = tf.train.latest_checkpoint(os.path.join(out, "checkpoints"))
+    return int(path.rsplit("-", 1)[1]) if path else 0
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    out = str(tmp_path)
+    process = subprocess.Popen(command(out, *TINY, "--kimg=10"), stderr=subprocess.PIPE, text=True, env=env(),
+                               stdin=subprocess.DEVNULL)
+    wait_for(lambda: latest_step(out) >= 2, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "stopped by SIGTERM" in stderr
+    assert latest_step(out) >= 2
+
+
+def test_sigkill_at_any_moment_leaves_a_resumable_run(tmp_path):
+    """Kill the process while a checkpoint is being written (TensorFlow writes ckpt-N_temp first), then
+    a second time at once after start-up; every time --load weights resumes from a whole checkpoint."""
+    out = str(tmp_path)
+    ckpt_dir = os.path.join(out, "checkpoints")
+    tick_every_step = ["--tick_kimg=0.004"]
+    mid_save = False
+    process = subprocess.Popen(command(out, *TINY, *tick_every_step, "--kimg=10"), stderr=subprocess.DEVNULL,
+                               env=env(), stdin=subprocess.DEVNULL)
+
+    def saving():
+        nonlocal mid_save
+        names = os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []
+        mid_save = latest_step(out) >= 2 and any("_temp" in n for n in names)
+        return mid_save or latest_step(out) >= 12
+    wait_for(saving, process)
+    process.kill()
+    process.wait()
+    killed_at = latest_step(out)
+    assert killed_at >= 1
+
+    result = run(out, "--load=weights", f"--kimg={(killed_at + 2) * 4 / 1000}")
+    assert f"resumed ckpt-{killed_at}" in result.stderr
+    assert latest_step(out) == killed_at + 2
