@@ -54,6 +54,7 @@ class Discriminator(keras.Model):
             conv1.build(conv0.compute_output_shape(shape))
             skip.build(shape)
             shape = skip.compute_output_shape(shape)
+        self.mbstd.build(shape)
         shape = self.mbstd.compute_output_shape(shape)
         self.conv4.build(shape)
         shape = self.conv4.compute_output_shape(shape)

@@ -73,8 +73,8 @@ flags.DEFINE_integer("batch_size", DEFAULT.batch_size, "Global batch size (split
 flags.DEFINE_float("kimg", DEFAULT.kimg, "Training length in thousands of real images shown to D.")
 flags.DEFINE_float("g_lr", DEFAULT.g_lr, "Generator Adam learning rate.")
 flags.DEFINE_float("d_lr", DEFAULT.d_lr, "Discriminator Adam learning rate.")
-flags.DEFINE_float("r1_gamma", None, "R1 weight gamma. Default: 0.0002 * resolution^2 / batch_size "
-                   "for logistic and hinge, 0 for bce.")
+flags.DEFINE_float("r1_gamma", None, "R1 weight gamma (logistic and hinge only). Default: the preset's (quick: 1.0), "
+                   "else 0.0002 * resolution^2 / batch_size.")
 flags.DEFINE_float("pl_weight", DEFAULT.pl_weight, "Path-length regularisation weight (0 turns it off).")
 flags.DEFINE_integer("n_critic", DEFAULT.n_critic, "Discriminator steps per generator step.")
 flags.DEFINE_float("ema_kimg", DEFAULT.ema_kimg, "Half-life of the generator's moving average, in thousands of images.")
@@ -88,6 +88,8 @@ flags.DEFINE_enum("augment", DEFAULT.augment, ["off", "ada", "fixed"],
                   "Discriminator augmentation: off, ada (adaptive p, for small datasets) or fixed p.")
 flags.DEFINE_float("augment_p", DEFAULT.augment_p, "Augmentation probability: the start value for ada, the constant for fixed.")
 flags.DEFINE_float("ada_target", DEFAULT.ada_target, "ADA's target for r_t = E[sign(D(real))].")
+flags.DEFINE_float("ada_kimg", DEFAULT.ada_kimg, "ADA speed: p can move from 0 to 1 in this many thousand images "
+                   "(the paper's 500 suits GPU-length runs; use 10-50 for short CPU runs).")
 flags.DEFINE_integer("seed", DEFAULT.seed, "Random seed: same seed, same run.")
 # How.
 flags.DEFINE_enum("precision", DEFAULT.precision, ["float32", "bfloat16", "float16"],
@@ -105,8 +107,17 @@ flags.DEFINE_integer("num_images", 16, "generate: how many images; evaluate: how
 flags.DEFINE_integer("first_seed", 0, "generate: images use seeds first_seed, first_seed+1, ...")
 flags.DEFINE_float("psi", 1.0, "Truncation psi for generate (1 = off, smaller = more typical, less varied).")
 flags.DEFINE_string("exported", None, "generate: use this exported .keras generator instead of the latest checkpoint.")
-flags.DEFINE_string("reference_dir", None, "evaluate: real slices to compare with (default: --data_dir, "
-                    "validate split for the COMP3710 layout).")
+# Evaluation (see README, "Measuring quality").
+flags.DEFINE_float("eval_kimg", 0.0, "During training, SWD against real slices every this many thousand images "
+                   "(0 = off); logged to TensorBoard, logs/history.json and the loss plot.")
+flags.DEFINE_string("eval_dir", None, "Real slices to evaluate against (default: --data_dir; without either, the "
+                    "built-in synthetic slices).")
+flags.DEFINE_list("eval_splits", ["validate"], "COMP3710 splits of --eval_dir to evaluate against.")
+flags.DEFINE_list("eval_subjects", [], "Evaluate against only these subjects (default: the --exclude_subjects, "
+                  "i.e. the held-out ones, taken from --splits).")
+flags.DEFINE_integer("eval_images", 500, "Generated images per periodic evaluation during training.", lower_bound=2)
+flags.DEFINE_string("inception_weights", None, "evaluate: local InceptionV3 'notop' .h5 weights for FID/KID/precision/"
+                    "recall when Keras cannot download them (without either, those metrics are skipped).")
 
 
 def config_from_flags():
@@ -114,7 +125,10 @@ def config_from_flags():
     preset = config_module.PRESETS[FLAGS.preset]
     fields = {f.name for f in dataclasses.fields(config_module.Config)}
     typed = {name for name in fields if name in FLAGS and FLAGS[name].present}
-    return preset.replace(**{name: FLAGS[name].value for name in typed}), typed
+    config = preset.replace(**{name: FLAGS[name].value for name in typed})
+    if "r1_gamma" in typed and config.resolved_r1_gamma == 0.0 and FLAGS.r1_gamma:
+        raise ValueError(f"--r1_gamma applies to the logistic and hinge losses, not --loss={config.loss}")
+    return config, typed
 
 
 def run_options():
@@ -122,7 +136,9 @@ def run_options():
         output_dir=FLAGS.output_dir, data_dir=FLAGS.data_dir, splits=tuple(FLAGS.splits),
         tick_kimg=FLAGS.tick_kimg, keep_checkpoints=FLAGS.keep_checkpoints, resume=FLAGS.load == "weights",
         strategy=FLAGS.strategy, exclude_subjects=tuple(FLAGS.exclude_subjects),
-        progress=sys.stderr.isatty())
+        progress=sys.stderr.isatty(), eval_kimg=FLAGS.eval_kimg, eval_dir=FLAGS.eval_dir,
+        eval_splits=tuple(FLAGS.eval_splits), eval_subjects=tuple(FLAGS.eval_subjects or FLAGS.exclude_subjects),
+        eval_images=FLAGS.eval_images)
 
 
 def train():
@@ -167,8 +183,10 @@ def export():
 
 def evaluate():
     import evaluation
-    report = evaluation.evaluate_run(training.Paths(FLAGS.output_dir), FLAGS.reference_dir or FLAGS.data_dir,
-                                     num_images=FLAGS.num_images if FLAGS["num_images"].present else None)
+    folder, splits, subjects = training.reference_spec(run_options())
+    report = evaluation.evaluate_run(training.Paths(FLAGS.output_dir), folder, splits=splits, subjects=subjects,
+                                     num_images=FLAGS.num_images if FLAGS["num_images"].present else None,
+                                     inception_weights=FLAGS.inception_weights)
     logging.info("evaluation: %s", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                              for k, v in report.items()))
 

@@ -114,6 +114,9 @@ class StyleGAN2(keras.Model):
         if augment is not None:
             names += ["augment_p", "ada_rt"]
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        # Every sub-network is built above; without this, fit() under a distribution strategy would
+        # try to build the model by calling it on a batch of images.
+        self.built = True
 
     # -----------------------------------------------------------------------------------------
     # Set-up

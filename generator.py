@@ -58,6 +58,7 @@ class MappingNetwork(keras.layers.Layer):
                                      name=f"fc{i}") for i in range(self.num_layers)]
 
     def build(self, z_shape):
+        self.norm.build(z_shape)
         shape = z_shape
         for layer in self.dense:
             layer.build(shape)

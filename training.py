@@ -23,6 +23,8 @@ import tensorflow as tf
 from absl import logging
 
 import data
+import evaluation
+import generate
 import visualize
 from config import Config
 from gan import StopOnNonFinite, build_gan
@@ -67,6 +69,26 @@ class RunOptions:
     grid_size: int = 36               # samples in the periodic grid
     exclude_subjects: tuple = ()      # hold these `case_<subject>_` prefixes out of training
     progress: bool = True
+    eval_kimg: float = 0.0            # SWD against `eval_*` real slices every this many kimg (0 = off)
+    eval_dir: str | None = None       # real slices for evaluation (None: data_dir)
+    eval_splits: tuple = ("validate",)
+    eval_subjects: tuple = ()         # evaluate against only these subjects (e.g. the held-out ones)
+    eval_images: int = 500            # generated images per periodic evaluation
+
+
+def reference_spec(options):
+    """Where the real slices a run is evaluated against come from: (folder, splits, subjects).
+    `eval_subjects` (held-out subjects) are looked for in the training splits, otherwise the
+    `eval_splits` (COMP3710: validate) of `eval_dir`, which defaults to the training data."""
+    subjects = tuple(options.eval_subjects) or None
+    splits = options.splits if subjects else options.eval_splits
+    return options.eval_dir or options.data_dir, tuple(splits), subjects
+
+
+def load_reference(options, resolution, cache_dir, channels=1):
+    """The real evaluation slices of `reference_spec`, uint8 [N, R, R, C]."""
+    folder, splits, subjects = reference_spec(options)
+    return data.load_slices(folder, resolution, cache_dir, splits=splits, channels=channels, subjects=subjects)
 
 
 def make_strategy(name):
@@ -211,10 +233,11 @@ class StopFlag:
 class TickOutputs(keras.callbacks.Callback):
     """At the end of every tick: sample grid, loss plot, TensorBoard, history, checkpoint, progress."""
 
-    def __init__(self, paths, checkpointer, config, options, total_steps, stop_flag, history):
+    def __init__(self, paths, checkpointer, config, options, total_steps, stop_flag, history, reference=None):
         super().__init__()
         self.paths, self.checkpointer, self.config, self.options = paths, checkpointer, config, options
         self.total_steps, self.stop_flag, self.history = total_steps, stop_flag, history
+        self.reference = None if reference is None else reference.astype(np.float32) / 127.5 - 1.0
         self.fixed_z = np.random.default_rng(config.seed).standard_normal(
             [options.grid_size, config.z_dim]).astype(np.float32)
         self.writer = tf.summary.create_file_writer(paths.logs)
@@ -244,6 +267,14 @@ class TickOutputs(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.save(logs)
 
+    def evaluation_due(self, kimg):
+        """At the first tick past each multiple of eval_kimg, and at the end of the run."""
+        if self.reference is None:
+            return False
+        last = max((h["kimg"] for h in self.history if "swd_avg" in h), default=-1.0)
+        every = self.options.eval_kimg
+        return kimg // every > last // every or kimg >= self.config.kimg
+
     def save(self, logs=None):
         images = int(self.model.images_seen.numpy())
         kimg = images / 1000
@@ -254,6 +285,9 @@ class TickOutputs(keras.callbacks.Callback):
                  **{k: float(v) for k, v in (logs or {}).items()}}
         if self.history and self.history[-1]["kimg"] >= kimg:
             return  # Nothing new since the last save (a stop right after a tick).
+        if self.evaluation_due(kimg):
+            generated = generate.synthesize(self.model.generator_ema, range(self.options.eval_images))
+            entry.update(evaluation.swd_report(generated, self.reference, seed=self.config.seed))
         self.history.append(entry)
 
         samples = self.model(self.fixed_z).numpy()
@@ -261,7 +295,7 @@ class TickOutputs(keras.callbacks.Callback):
         visualize.save_grid(os.path.join(self.paths.samples, name), samples)
         visualize.save_grid(os.path.join(self.paths.samples, "latest.png"), samples)
         visualize.plot_history(os.path.join(self.paths.samples, "losses.png"), self.history,
-                               extra=("r1", "gp", "pl", "augment_p", "ada_rt"))
+                               extra=("swd_avg", "r1", "gp", "pl", "augment_p", "ada_rt"))
         with self.writer.as_default(step=images):
             for k, v in entry.items():
                 tf.summary.scalar(k, v)
@@ -306,6 +340,10 @@ def train(config, options, explicit=()):
     if len(images) < config.batch_size:
         raise RunError(f"only {len(images)} usable slices, fewer than one batch of {config.batch_size}; "
                        f"add data or lower --batch_size")
+    reference = None
+    if options.eval_kimg > 0:
+        reference = load_reference(options, config.resolution, paths.cache, config.channels)
+        logging.info("evaluating SWD every %g kimg against %d real slices", options.eval_kimg, len(reference))
 
     paths.make("checkpoints", "samples", "logs")
     keras.utils.set_random_seed(config.seed)   # same seed, same initial weights: a run is reproducible
@@ -333,7 +371,7 @@ def train(config, options, explicit=()):
     dataset = dataset.skip(steps_done)
 
     with StopFlag() as stop_flag:
-        ticks = TickOutputs(paths, checkpointer, config, options, total_steps, stop_flag, history)
+        ticks = TickOutputs(paths, checkpointer, config, options, total_steps, stop_flag, history, reference)
         # Each Keras epoch is one tick; after a mid-tick stop the first is shorter so that ticks
         # stay on the grid, and the last ends at --kimg (TickOutputs stops it).
         epochs = math.ceil(total_steps / steps_per_tick)

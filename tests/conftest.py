@@ -30,3 +30,10 @@ def _seed():
     keras.utils.set_random_seed(0)
     np.random.seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def mirrored():
+    """One MirroredStrategy over the two logical CPUs for the whole session: several strategies in one
+    process can hand out the same collective instance keys and abort each other's all-reduces."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

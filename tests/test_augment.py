@@ -367,7 +367,7 @@ def test_fixed_p_never_moves_but_r_t_is_reported():
     assert ps == [pytest.approx(0.3)] * 3 and float(layer.rt) == 0.5
 
 
-def test_mirrored_strategy_matches_one_device():
+def test_mirrored_strategy_matches_one_device(mirrored):
     """Uneven signs across replicas: summing the statistics (not averaging or taking replica 0's)
     is what gives the single-device p."""
     batches = [[1.0, 2.0, 3.0, 4.0, 5.0, -1.0, -2.0, -3.0],     # replica 0 all positive, replica 1 half
@@ -397,18 +397,18 @@ def test_mirrored_strategy_matches_one_device():
         return np.array(history)
 
     one = run(tf.distribute.OneDeviceStrategy("/cpu:0"))
-    two = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    two = run(mirrored)
     np.testing.assert_array_equal(two, one)
     # r_t over steps 1-2 is 8/16 = 0.5, over steps 3-4 6/16: p down by 8 * 2 / 100 each time.
     np.testing.assert_allclose(one[:, 0], [0.5, 0.34, 0.34, 0.18, 0.18], atol=1e-6)
     np.testing.assert_array_equal(one[:, 2:], [[2, 8, 1], [0, 0, 0], [-2, 8, 1], [0, 0, 0], [0, 8, 1]])
 
 
-def test_mirrored_augmentation_matches_one_device():
+def test_mirrored_augmentation_matches_one_device(mirrored):
     x = images(batch=4)
     layer_one = A.AdaptiveAugment(initial_p=1.0)
     expected = layer_one(x, SEED).numpy()
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = mirrored
     with strategy.scope():
         layer = A.AdaptiveAugment(initial_p=1.0)
     dist = strategy.experimental_distribute_values_from_function(

@@ -2,6 +2,7 @@
 crash. Each test runs `python driver.py` as a subprocess on a tiny model (8x8, 4 images a batch)."""
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -52,7 +53,7 @@ def digest(folder):
 def trained(tmp_path_factory):
     """One tiny run of STEPS steps, two ticks, on the built-in synthetic data."""
     out = str(tmp_path_factory.mktemp("run"))
-    result = run(out, *TINY, "--kimg=0.016")
+    result = run(out, *TINY, "--kimg=0.016", "--eval_kimg=0.016", "--eval_images=16")
     return out, result
 
 
@@ -64,9 +65,9 @@ def test_training_writes_checkpoints_samples_plots_logs_and_config(trained):
     assert {"latest.png", "losses.png", "grid_00000008.png", "grid_00000016.png"} <= set(
         os.listdir(os.path.join(out, "samples")))
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(out, "logs")))
-    import json
     history = json.load(open(os.path.join(out, "logs", "history.json")))
     assert [h["kimg"] for h in history] == [0.008, 0.016]
+    assert "swd_avg" not in history[0] and history[1]["swd_avg"] > 0       # --eval_kimg=0.016
     assert all(np.isfinite(h["d_loss"]) and np.isfinite(h["g_loss"]) for h in history)
     assert json.load(open(os.path.join(out, "checkpoints", "config.json")))["resolution"] == 8
 
@@ -146,6 +147,16 @@ def test_generate_is_reproducible_and_the_export_loads_in_a_fresh_process(traine
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env(),
                             cwd=str(tmp_path), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_evaluate_writes_a_report_and_skips_inception_metrics_in_one_line(trained, tmp_path):
+    out = str(tmp_path / "run")
+    shutil.copytree(trained[0], out)
+    result = run(out, "--mode=evaluate", "--num_images=16", f"--inception_weights={tmp_path}/missing.h5")
+    report = json.load(open(os.path.join(out, "evaluation", "latest.json")))
+    assert report["num_generated"] == 16 and report["swd_avg"] > 0 and report["fid"] is None
+    assert report["kimg"] == 0.016 and 0 < report["diversity_generated"] <= 1
+    assert sum("missing.h5" in line for line in result.stderr.splitlines()) == 1
 
 
 def wait_for(predicate, process, timeout=300):

@@ -132,7 +132,7 @@ def test_fit_runs_the_compiled_step_and_reports_metrics():
     assert int(gan.images_seen.numpy()) == 16 and int(gan.d_steps.numpy()) == 4
 
 
-def test_mirrored_strategy_matches_one_device():
+def test_mirrored_strategy_matches_one_device(mirrored):
     """Two logical CPUs with the global batch split in two give the single-device losses and weights."""
     batches = [real_batch(8, seed=i) for i in range(3)]
     config = dict(batch_size=8, mbstd_group_size=2, d_reg_interval=2, g_reg_interval=2)
@@ -151,7 +151,7 @@ def test_mirrored_strategy_matches_one_device():
         return np.array(losses), [v.numpy() for v in gan.generator_ema.weights + gan.discriminator.weights]
 
     one_losses, one_weights = run(tf.distribute.OneDeviceStrategy("/cpu:0"))
-    two_losses, two_weights = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    two_losses, two_weights = run(mirrored)
     np.testing.assert_allclose(two_losses, one_losses, rtol=1e-4, atol=1e-5)
     for a, b in zip(one_weights, two_weights):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-4)  # Adam magnifies float round-off

@@ -47,3 +47,28 @@ def test_a_checkpoint_of_another_model_is_a_clear_error(tmp_path):
     other = build_gan(TINY.replace(channel_max=32))
     with pytest.raises(training.RunError, match="does not fit this model"):
         training.Checkpointer(other, str(tmp_path)).restore()
+
+
+def test_checkpoints_move_between_one_device_and_mirrored_strategy(tmp_path, mirrored):
+    """fit() under MirroredStrategy on two logical CPUs; its checkpoint restores without a strategy,
+    and a single-device checkpoint restores under the strategy."""
+    images = tf.random.stateless_uniform([8, 8, 8, 1], [0, 0], -1.0, 1.0)
+    data = tf.data.Dataset.from_tensor_slices(images).batch(4, drop_remainder=True)
+    tf.keras.utils.set_random_seed(1)
+    distributed = build_gan(TINY, mirrored)
+    distributed.fit(data, epochs=1, verbose=0, shuffle=False)
+    assert int(distributed.images_seen.numpy()) == 8
+    training.Checkpointer(distributed, str(tmp_path / "a")).save(2)
+
+    single = build_gan(TINY)
+    training.Checkpointer(single, str(tmp_path / "a")).restore()
+    for a, b in zip(all_variables(distributed), all_variables(single)):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+    single.train_logs(images[:4])
+    training.Checkpointer(single, str(tmp_path / "b")).save(3)
+    back = build_gan(TINY, mirrored)
+    training.Checkpointer(back, str(tmp_path / "b")).restore()
+    assert int(back.images_seen.numpy()) == 12
+    for a, b in zip(all_variables(single), all_variables(back)):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
