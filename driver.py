@@ -146,7 +146,7 @@ def train():
     options = run_options()
     gan = training.train(config, options, typed)
     paths = training.Paths(FLAGS.output_dir)
-    logging.info("done at %.1f kimg: samples in %s, checkpoints in %s",
+    logging.info("done at %g kimg: samples in %s, checkpoints in %s",
                  int(gan.images_seen.numpy()) / 1000, paths.samples, paths.checkpoints)
 
 
