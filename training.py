@@ -271,7 +271,7 @@ class TickOutputs(keras.callbacks.Callback):
         """At the first tick past each multiple of eval_kimg, and at the end of the run."""
         if self.reference is None:
             return False
-        last = max((h["kimg"] for h in self.history if "swd_avg" in h), default=-1.0)
+        last = max((h["kimg"] for h in self.history if "swd_avg" in h), default=0.0)
         every = self.options.eval_kimg
         return kimg // every > last // every or kimg >= self.config.kimg
 
