@@ -98,7 +98,7 @@ class Config:
 
 
 PRESETS = {
-    # The plain `python driver.py` run: about 15 minutes on 2 CPU cores, recognisable brains.
+    # The plain `python driver.py` run: about 11 minutes on 2 CPU cores, recognisable heads.
     # r1_gamma 1.0 instead of the heuristic's 0.0128: head-shaped samples by 6 kimg instead of noise.
     "quick": Config(resolution=32, channel_base=4096, channel_max=128, z_dim=128, w_dim=128,
                     mapping_layers=2, batch_size=16, kimg=20.0, ema_kimg=2.0, r1_gamma=1.0),

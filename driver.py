@@ -1,6 +1,6 @@
 """StyleGAN2 for brain MRI: the command line.
 
-    python driver.py                                  # train on built-in synthetic brains (~15 min, CPU)
+    python driver.py                                  # train on built-in synthetic brains (~11 min, 2 CPU cores)
     python driver.py --data_dir ~/keras_png_slices_data
     python driver.py --load weights                   # resume the last run where it stopped
     python driver.py --clear samples|cache|both       # delete outputs (add --mode train to train after)
@@ -62,7 +62,7 @@ flags.DEFINE_string("data_dir", None, "OASIS slices (PNG/JPEG/TIFF folder, e.g. 
 flags.DEFINE_list("splits", ["train"], "COMP3710 splits to train on (train, validate, test or all); "
                   "segmentation folders are never used.")
 flags.DEFINE_list("exclude_subjects", [], "Subject ids to hold out of training (files case_<id>_*), e.g. for evaluation.")
-# What to train (defaults: the 'quick' preset, about 15 minutes on 2 CPU cores).
+# What to train (defaults: the 'quick' preset, about 11 minutes on 2 CPU cores).
 flags.DEFINE_enum("preset", "quick", list(config_module.PRESETS), "Named settings to start from; flags below "
                   "override them. quick: 32x32 CPU demo; reference: the 64x64 benchmark model; paper: config-f sizes.")
 flags.DEFINE_integer("resolution", DEFAULT.resolution, "Training resolution in pixels (power of two, 8-1024).")
