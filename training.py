@@ -303,6 +303,8 @@ class TickOutputs(keras.callbacks.Callback):
         write_json(os.path.join(self.paths.logs, HISTORY_FILE), self.history)
         path = self.checkpointer.save(self.steps_done())
         remaining = (self.config.kimg - kimg) * seconds_per_kimg
+        if self.progbar is not None:
+            print(flush=True)   # end the progress bar's line (stdout) before the log line (stderr)
         logging.info("kimg %.4g/%.4g | %.1f s/kimg | %s | left %s | saved %s", kimg, self.config.kimg,
                      seconds_per_kimg, " ".join(f"{k} {v:.3f}" for k, v in (logs or {}).items()
                                                 if k in ("d_loss", "g_loss", "augment_p")),
