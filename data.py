@@ -318,6 +318,11 @@ def robust_scale(values):
     return np.clip(values * (255.0 / top), 0.0, 255.0)
 
 
+def to_unit_range(images):
+    """uint8 slices [0, 255] -> float32 [-1, 1], the range the networks see (NumPy)."""
+    return np.asarray(images, np.float32) / 127.5 - 1.0
+
+
 def to_uint8(slices):
     return np.clip(np.rint(slices), 0, 255).astype(np.uint8)
 

@@ -10,7 +10,6 @@ that need InceptionV3 features are None when its weights are unavailable; the re
 """
 
 import functools
-import json
 import os
 
 import numpy as np
@@ -75,7 +74,7 @@ def evaluate_run(paths, reference_dir, num_images=None, splits=("validate",), su
     images_seen = int(gan.images_seen.numpy())
     reals = data.load_slices(reference_dir, config.resolution, paths.cache, splits=splits,
                              channels=config.channels, subjects=subjects)
-    reals = np.asarray(reals, np.float32) / 127.5 - 1.0                         # uint8 -> [-1, 1]
+    reals = data.to_unit_range(reals)
     count = num_images or max(len(reals), MIN_IMAGES)
     logging.info("evaluating the checkpoint at %.1f kimg: %d generated against %d real %dx%d slices",
                  images_seen / 1000, count, len(reals), config.resolution, config.resolution)
@@ -91,8 +90,7 @@ def evaluate_run(paths, reference_dir, num_images=None, splits=("validate",), su
     report.update(evaluate_images(generated, reals, feature_fn=feature_fn, seed=seed))
 
     os.makedirs(paths.evaluation, exist_ok=True)
-    text = json.dumps(report, indent=2, sort_keys=True).encode()
-    visualize.atomic_write_bytes(os.path.join(paths.evaluation, f"report_{images_seen:08d}.json"), text)
-    visualize.atomic_write_bytes(os.path.join(paths.evaluation, "latest.json"), text)
+    visualize.write_json(os.path.join(paths.evaluation, f"report_{images_seen:08d}.json"), report)
+    visualize.write_json(os.path.join(paths.evaluation, "latest.json"), report)
     logging.info("evaluation report written to %s", os.path.join(paths.evaluation, "latest.json"))
     return report

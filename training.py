@@ -114,10 +114,6 @@ def make_strategy(name):
 # Checkpoints
 # ---------------------------------------------------------------------------------------------
 
-def write_json(path, value):
-    visualize.atomic_write_bytes(path, json.dumps(value, indent=2, sort_keys=True).encode())
-
-
 def read_config(paths):
     path = os.path.join(paths.checkpoints, CONFIG_FILE)
     if not os.path.exists(path):
@@ -237,7 +233,7 @@ class TickOutputs(keras.callbacks.Callback):
         super().__init__()
         self.paths, self.checkpointer, self.config, self.options = paths, checkpointer, config, options
         self.total_steps, self.stop_flag, self.history = total_steps, stop_flag, history
-        self.reference = None if reference is None else reference.astype(np.float32) / 127.5 - 1.0
+        self.reference = None if reference is None else data.to_unit_range(reference)
         self.fixed_z = np.random.default_rng(config.seed).standard_normal(
             [options.grid_size, config.z_dim]).astype(np.float32)
         self.writer = tf.summary.create_file_writer(paths.logs)
@@ -300,7 +296,7 @@ class TickOutputs(keras.callbacks.Callback):
             for k, v in entry.items():
                 tf.summary.scalar(k, v)
             tf.summary.image("samples", (samples[:16] + 1.0) / 2.0, max_outputs=16)
-        write_json(os.path.join(self.paths.logs, HISTORY_FILE), self.history)
+        visualize.write_json(os.path.join(self.paths.logs, HISTORY_FILE), self.history)
         path = self.checkpointer.save(self.steps_done())
         remaining = (self.config.kimg - kimg) * seconds_per_kimg
         if self.progbar is not None:
@@ -359,7 +355,7 @@ def train(config, options, explicit=()):
             with open(history_path) as f:
                 history = [h for h in json.load(f) if h["kimg"] * 1000 <= int(gan.images_seen.numpy())]
         logging.info("resumed %s at %d images", os.path.basename(restored), int(gan.images_seen.numpy()))
-    write_json(os.path.join(paths.checkpoints, CONFIG_FILE), dataclasses.asdict(config))
+    visualize.write_json(os.path.join(paths.checkpoints, CONFIG_FILE), dataclasses.asdict(config))
 
     steps_done = int(gan.images_seen.numpy()) // config.batch_size
     steps_per_tick = max(1, math.ceil(options.tick_kimg * 1000 / config.batch_size))

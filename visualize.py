@@ -6,6 +6,7 @@ Images come in as float arrays in [-1, 1], [N, H, W, C] with C = 1 (or 3).
 """
 
 import io
+import json
 import os
 
 import matplotlib
@@ -27,6 +28,11 @@ def atomic_write_bytes(path, data):
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+def write_json(path, value):
+    """A JSON report or history, atomically, sorted and indented for people to read."""
+    atomic_write_bytes(path, json.dumps(value, indent=2, sort_keys=True).encode())
 
 
 def _png_bytes(array):

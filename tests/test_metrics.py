@@ -302,7 +302,9 @@ def test_evaluate_run_writes_the_report_with_fake_checkpoint_and_reference(tmp_p
 
     gan = types.SimpleNamespace(generator_ema=FakeGenerator(), images_seen=tf.constant(1234, tf.int64))
     config = types.SimpleNamespace(resolution=16, channels=1)
-    monkeypatch.setitem(sys.modules, "data", types.SimpleNamespace(load_slices=load_slices))
+    import data
+    monkeypatch.setitem(sys.modules, "data", types.SimpleNamespace(load_slices=load_slices,
+                                                                   to_unit_range=data.to_unit_range))
     monkeypatch.setitem(sys.modules, "training", types.SimpleNamespace(load_for_inference=lambda paths: (gan, config)))
     paths = types.SimpleNamespace(evaluation=str(tmp_path / "evaluation"), cache=str(tmp_path / "cache"))
 
