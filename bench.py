@@ -3,6 +3,13 @@
     python bench.py                          # networks: G images/s, G+D forward+backward images/s
     python bench.py --train                  # also the full training step (lazy regularisers amortised)
     python bench.py --resolutions 64 --precisions float32,bfloat16 --variants nonfused,fused --xla
+    python bench.py --ceiling --precisions float32,bfloat16,float16   # what a plain conv reaches here
+
+Each record also says which of the CPU's bf16/fp16 units oneDNN can use (AMX or only AVX-512),
+and `--ceiling` measures a plain 3x3 convolution at the reference's busiest shape in each precision:
+the best this machine does per FLOP. Training is quoted against it as `fraction_of_ceiling`, using
+55 GFLOP per trained image (issue 8: G forward 3.85 + D forward 3.98 GFLOP, backward passes and
+the lazy regularisers).
 
 Reference configuration (issue 8): 64x64, batch 16, channel_base 8192, channel_max 256, mapping
 depth 2, grayscale. Every variant runs in this one process, side by side, so ratios between
@@ -20,8 +27,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import bench_data  # noqa: E402
 from config import PRESETS  # noqa: E402
 from gan import build_gan  # noqa: E402
+
+GFLOP_PER_TRAINED_IMAGE = 55.0
+DTYPES = {"float32": tf.float32, "bfloat16": tf.bfloat16, "float16": tf.float16}
 
 
 def timed(fn, seconds, min_calls=3):
@@ -36,6 +47,28 @@ def timed(fn, seconds, min_calls=3):
 
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def cpu_features():
+    """The CPU flags that decide whether half precision can be fast: AMX tiles or AVX-512 only."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return [f for f in ("amx_bf16", "amx_fp16", "avx512_bf16", "avx512_fp16") if f in flags]
+
+
+def conv_ceiling(precision, seconds):
+    """GFLOP/s of one plain 3x3 convolution, 16x32x32x256 -> 256 channels (the reference G and D's
+    widest layers), in `precision`: an upper bound for what the networks can reach."""
+    dtype = DTYPES[precision]
+    x = tf.cast(tf.random.stateless_normal([16, 32, 32, 256], seed=[0, 0]), dtype)
+    w = tf.cast(tf.random.stateless_normal([3, 3, 256, 256], seed=[0, 1]), dtype)
+    conv = tf.function(lambda: tf.nn.conv2d(x, w, 1, "SAME"))
+    flop = 2.0 * 16 * 32 * 32 * 256 * 256 * 9
+    return dict(what="conv_ceiling", precision=precision,
+                gflop_per_s=round(flop * timed(lambda: conv().numpy(), seconds) / 1e9, 1))
 
 
 def bench(resolution, precision, fused, xla, batch, seconds, train):
@@ -67,6 +100,7 @@ def bench(resolution, precision, fused, xla, batch, seconds, train):
                 logs = step(reals)
             return float(logs["d_loss"])
         record["train_images_per_s"] = round(16 * batch * timed(sixteen_steps, seconds, min_calls=1), 2)
+    record["pipeline_images_per_s"] = bench_data.bench_pipeline(resolution, batch, seconds=1.0)["images_per_s"]
     record["peak_rss_mb"] = round(peak_rss_mb())
     keras.backend.clear_session()
     return record
@@ -81,13 +115,26 @@ def main():
     parser.add_argument("--train", action="store_true", help="also measure the full training step")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0, help="timing per measurement")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="first measure a plain convolution's GFLOP/s in each precision")
     args = parser.parse_args()
+    print(json.dumps(dict(what="machine", cpu_half_precision_units=cpu_features(), cores=os.cpu_count(),
+                          tensorflow=tf.__version__, keras=keras.__version__)), flush=True)
+    ceilings = {}
+    if args.ceiling:
+        for precision in args.precisions.split(","):
+            record = conv_ceiling(precision, args.seconds)
+            ceilings[precision] = record["gflop_per_s"]
+            print(json.dumps(record), flush=True)
     for resolution in [int(r) for r in args.resolutions.split(",")]:
         for precision in args.precisions.split(","):
             for variant in args.variants.split(","):
                 for xla in ([False, True] if args.xla else [False]):
                     record = bench(resolution, precision, variant == "fused", xla, args.batch, args.seconds,
                                    args.train)
+                    if "train_images_per_s" in record and precision in ceilings:
+                        record["fraction_of_ceiling"] = round(
+                            record["train_images_per_s"] * GFLOP_PER_TRAINED_IMAGE / ceilings[precision], 3)
                     print(json.dumps(record), flush=True)
 
 

@@ -93,7 +93,9 @@ flags.DEFINE_float("ada_kimg", DEFAULT.ada_kimg, "ADA speed: p can move from 0 t
 flags.DEFINE_integer("seed", DEFAULT.seed, "Random seed: same seed, same run.")
 # How.
 flags.DEFINE_enum("precision", DEFAULT.precision, ["float32", "bfloat16", "float16"],
-                  "Compute precision: bfloat16 for CPUs with AMX/AVX512-BF16 and TPUs, float16 for GPUs.")
+                  "Compute precision (variables stay float32): bfloat16 for TPUs and CPUs with AMX, float16 "
+                  "with dynamic loss scaling for NVIDIA GPUs. Without AMX, bfloat16 convolutions are slower "
+                  "than float32 on CPU (README, Speed).")
 flags.DEFINE_boolean("xla", DEFAULT.xla, "Compile the training step with XLA (jit_compile).")
 flags.DEFINE_boolean("fused_modconv", DEFAULT.fused_modconv, "Grouped per-sample convolution instead of modulating activations.")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multiworker", "tpu"],

@@ -22,7 +22,7 @@ from config import Config
 from discriminator import Discriminator
 from generator import Generator
 from layers import replica_normal
-from losses import get_loss, gradient_penalty, path_lengths, r1_penalty
+from losses import get_loss, gradient_penalty, path_lengths, r1_penalty, scaled_gradient
 
 # Salts that keep the random streams of different purposes apart within one step.
 SALT_Z_D, SALT_Z_G, SALT_MIX_D, SALT_MIX_G, SALT_NOISE_D, SALT_NOISE_G = range(6)
@@ -47,6 +47,13 @@ def adam_for(lr, config, reg_interval):
     ratio = reg_interval / (reg_interval + 1.0) if reg_interval > 1 else 1.0
     return keras.optimizers.Adam(learning_rate=lr * ratio, beta_1=config.beta1 ** ratio,
                                  beta_2=config.beta2 ** ratio, epsilon=config.epsilon)
+
+
+def loss_scale(optimizer):
+    """The current dynamic loss scale of a float16 `LossScaleOptimizer`, else 1."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.dynamic_scale
+    return tf.constant(1.0)
 
 
 def mix_styles(ws_a, ws_b, cutoff):
@@ -124,11 +131,19 @@ class StyleGAN2(keras.Model):
 
     def compile(self, g_optimizer=None, d_optimizer=None, **kwargs):
         """Two Adam optimizers (lr 0.0025, betas 0/0.99, eps 1e-8 by default), both built here so
-        that the train step is traced once. Keras's own `optimizer` stays None."""
+        that the train step is traced once. Keras's own `optimizer` stays None.
+
+        In float16 each is wrapped in a dynamic `LossScaleOptimizer`: losses (and the inner
+        gradients of R1, the gradient penalty and path length) are multiplied by its scale so small
+        float16 gradients do not underflow; a step with an inf/NaN gradient is skipped and the scale
+        halved, and the scale doubles after 2,000 clean steps."""
         c = self.config
         self.g_optimizer = g_optimizer or adam_for(c.g_lr, c, c.g_reg_interval if c.pl_weight > 0 else 1)
         d_regularised = c.resolved_r1_gamma > 0 or self.loss_fns.penalty == "gp"
         self.d_optimizer = d_optimizer or adam_for(c.d_lr, c, self.d_reg_interval if d_regularised else 1)
+        if c.precision == "float16":
+            self.g_optimizer = keras.optimizers.LossScaleOptimizer(self.g_optimizer)
+            self.d_optimizer = keras.optimizers.LossScaleOptimizer(self.d_optimizer)
         self.g_optimizer.build(self.generator.trainable_variables)
         self.d_optimizer.build(self.discriminator.trainable_variables)
         kwargs.setdefault("jit_compile", c.xla)
@@ -190,6 +205,7 @@ class StyleGAN2(keras.Model):
         critic = lambda x: self.discriminator(self._augment(x, SALT_AUG_REAL))  # noqa: E731
         do_reg = tf.equal(self.d_steps % self.d_reg_interval, 0)
         zero = lambda: tf.constant(0.0)  # noqa: E731
+        d_scale = loss_scale(self.d_optimizer)
         with tf.GradientTape() as tape:
             real_logits = self.discriminator(self._augment(real_images, SALT_AUG_REAL))
             fake_logits = self.discriminator(self._augment(fake_images, SALT_AUG_FAKE))
@@ -199,12 +215,13 @@ class StyleGAN2(keras.Model):
                 d_loss = self.loss_fns.d_loss(real_logits, fake_logits)
             r1, gp = zero(), zero()
             if c.resolved_r1_gamma > 0:
-                r1 = tf.cond(do_reg, lambda: r1_penalty(critic, real_images), zero)
+                r1 = tf.cond(do_reg, lambda: r1_penalty(critic, real_images, d_scale), zero)
             if self.loss_fns.penalty == "gp":
                 alpha = tf.random.stateless_uniform([batch, 1, 1, 1], self._seed(SALT_GP))
-                gp = tf.cond(do_reg, lambda: gradient_penalty(critic, real_images, fake_images, alpha), zero)
+                gp = tf.cond(do_reg, lambda: gradient_penalty(critic, real_images, fake_images, alpha, d_scale),
+                             zero)
             reg = (c.resolved_r1_gamma / 2.0 * r1 + c.gp_lambda * gp) * self.d_reg_interval
-            total = (d_loss + reg) * scale
+            total = (d_loss + reg) * scale * d_scale
         grads = tape.gradient(total, self.discriminator.trainable_variables)
         logs = dict(d_loss=d_loss, real_logits=ops.mean(real_logits), fake_logits=ops.mean(fake_logits),
                     r1=r1, gp=gp, d_reg=do_reg)
@@ -220,7 +237,7 @@ class StyleGAN2(keras.Model):
             res = c.resolution
             y = replica_normal(images.shape, self._seed(SALT_PL_Y)) / math.sqrt(res * res)
             out = tf.reduce_sum(images * y)
-        lengths = path_lengths(tf.cast(tape.gradient(out, ws), tf.float32))                # [b]
+        lengths = path_lengths(scaled_gradient(out, ws, tape, loss_scale(self.g_optimizer)))  # [b]
         pl_mean = self.pl_mean + c.pl_decay * (ops.mean(lengths) - self.pl_mean)
         penalty = ops.mean(ops.square(lengths - tf.stop_gradient(pl_mean)))
         return penalty, tf.stop_gradient(pl_mean)
@@ -240,7 +257,7 @@ class StyleGAN2(keras.Model):
             pl, pl_mean = no_pl()
             if c.pl_weight > 0:
                 pl, pl_mean = tf.cond(do_pl, lambda: self._path_length_penalty(batch), no_pl)
-            total = (g_loss + c.pl_weight * c.g_reg_interval * pl) * scale
+            total = (g_loss + c.pl_weight * c.g_reg_interval * pl) * scale * loss_scale(self.g_optimizer)
         grads = tape.gradient(total, self.generator.trainable_variables)
         return grads, dict(g_loss=g_loss, pl=pl, g_reg=do_pl), pl_mean, ws_plain
 

@@ -57,28 +57,42 @@ def wgan_g_loss(fake_logits):
     return -ops.mean(fake_logits)
 
 
-def _input_gradients(critic, images):
+def scaled_gradient(target, sources, tape, loss_scale=1.0):
+    """d target / d sources in float32, backpropagated as d (target * loss_scale) and divided back.
+
+    With float16 compute, small gradients underflow to zero on the way back through a network;
+    scaling the target first (as the outer loss is scaled) keeps them representable. An overflow
+    shows up as inf in the penalty, so the loss-scaled optimizer skips that step and lowers the scale.
+    """
+    with tape:                                  # record the scaling on the caller's tape
+        scaled = target * tf.cast(loss_scale, target.dtype)
+    grads = tape.gradient(scaled, sources)
+    return tf.cast(grads, tf.float32) / tf.cast(loss_scale, tf.float32)
+
+
+def _input_gradients(critic, images, loss_scale=1.0):
     with tf.GradientTape() as tape:
         tape.watch(images)
         logits = critic(images)
         # Summing is exact: sample i's logit depends only on image i (minibatch stddev aside).
         total = tf.reduce_sum(tf.cast(logits, tf.float32))
-    return tf.cast(tape.gradient(total, images), tf.float32)
+    return scaled_gradient(total, images, tape, loss_scale)
 
 
-def r1_penalty(critic, real_images):
-    """R1 (Mescheder et al. 2018): E[|grad_x D(x)|^2] on real images. Loss term: gamma / 2 * R1."""
-    grads = _input_gradients(critic, real_images)
+def r1_penalty(critic, real_images, loss_scale=1.0):
+    """R1 (Mescheder et al. 2018): E[|grad_x D(x)|^2] on real images. Loss term: gamma / 2 * R1.
+    `loss_scale` (float16 training) scales the inner gradient; the value does not depend on it."""
+    grads = _input_gradients(critic, real_images, loss_scale)
     return ops.mean(ops.sum(ops.square(grads), axis=[1, 2, 3]))
 
 
-def gradient_penalty(critic, real_images, fake_images, alpha):
+def gradient_penalty(critic, real_images, fake_images, alpha, loss_scale=1.0):
     """WGAN-GP (Gulrajani et al. 2017): E[(|grad D(x_hat)| - 1)^2], x_hat = x + alpha (G(z) - x).
 
     `alpha` [B, 1, 1, 1] must be uniform in [0, 1] (the earlier attempt drew it from a normal).
     """
     x_hat = real_images + alpha * (fake_images - real_images)
-    grads = _input_gradients(critic, x_hat)
+    grads = _input_gradients(critic, x_hat, loss_scale)
     norms = ops.sqrt(ops.sum(ops.square(grads), axis=[1, 2, 3]) + 1e-12)
     return ops.mean(ops.square(norms - 1.0))
 

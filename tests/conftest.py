@@ -26,10 +26,12 @@ SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_and_policy():
+    """Fixed seeds before each test; float32 again after it, whatever precision the test set."""
     keras.utils.set_random_seed(0)
     np.random.seed(0)
     yield
+    keras.mixed_precision.set_global_policy("float32")
 
 
 @pytest.fixture(scope="session")

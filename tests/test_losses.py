@@ -78,3 +78,19 @@ def test_path_lengths_from_gradients():
     grads[0, :, 0] = 2.0                     # every layer's gradient has norm 2
     grads[1, 0, :2] = [3.0, 4.0]             # one layer with norm 5, two with 0: sqrt(25 / 3)
     np.testing.assert_allclose(losses.path_lengths(grads), [2.0, math.sqrt(25 / 3)], rtol=1e-6)
+
+
+def test_scaled_gradient_recovers_what_float16_underflows():
+    """d/dx of x * 1e-4 * 1e-4 is 1e-8, below float16's smallest subnormal (6e-8): without a loss
+    scale the float16 backward pass gives 0, with 2^15 it gives 1e-8 to float16 precision."""
+    x = tf.ones([3], tf.float16)
+
+    def gradient(scale):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            small = x * tf.constant(1e-4, tf.float16) * tf.constant(1e-4, tf.float16)
+            target = tf.reduce_sum(tf.cast(small, tf.float32))
+        return losses.scaled_gradient(target, x, tape, scale).numpy()
+
+    np.testing.assert_array_equal(gradient(1.0), 0.0)
+    np.testing.assert_allclose(gradient(2.0 ** 15), 1e-8, rtol=2e-3)

@@ -25,13 +25,16 @@ def test_named_variables_cover_every_weight_once():
     assert any(k.startswith("augment/") for k in named)
 
 
-def test_checkpoint_restores_every_variable_into_a_new_model(tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "float16"])   # float16: the loss scales too
+def test_checkpoint_restores_every_variable_into_a_new_model(tmp_path, precision):
     tf.keras.utils.set_random_seed(1)
-    gan = build_gan(TINY)
+    gan = build_gan(TINY.replace(precision=precision))
     gan.train_logs(tf.random.stateless_uniform([4, 8, 8, 1], [0, 0], -1.0, 1.0))
     path = training.Checkpointer(gan, str(tmp_path)).save(1)
     tf.keras.utils.set_random_seed(2)
-    fresh = build_gan(TINY)
+    fresh = build_gan(TINY.replace(precision=precision))
+    if precision == "float16":
+        fresh.d_optimizer.dynamic_scale.assign(1.0)
     before = [v.numpy().copy() for v in all_variables(fresh)]
     training.Checkpointer(fresh, str(tmp_path)).restore(path)
     changed = 0
