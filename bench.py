@@ -35,9 +35,10 @@ GFLOP_PER_TRAINED_IMAGE = 55.0
 DTYPES = {"float32": tf.float32, "bfloat16": tf.bfloat16, "float16": tf.float16}
 
 
-def timed(fn, seconds, min_calls=3):
-    """Calls per second of `fn` after two warm-up calls, timing for at least `seconds`."""
-    fn(), fn()
+def timed(fn, seconds, min_calls=3, warmup=2):
+    """Calls per second of `fn` after `warmup` calls, timing for at least `seconds`."""
+    for _ in range(warmup):
+        fn()
     calls, start = 0, time.perf_counter()
     while calls < min_calls or time.perf_counter() - start < seconds:
         fn()
@@ -89,6 +90,9 @@ def bench(resolution, precision, fused, xla, batch, seconds, train):
 
     record = dict(resolution=resolution, precision=precision, modconv="fused" if fused else "nonfused",
                   xla=xla, batch=batch)
+    start = time.perf_counter()
+    generate(z).numpy()
+    record["generator_first_call_s"] = round(time.perf_counter() - start, 1)   # tracing (+ XLA compile)
     record["generator_images_per_s"] = round(batch * timed(lambda: generate(z).numpy(), seconds), 2)
     record["g_d_fwd_bwd_images_per_s"] = round(
         batch * timed(lambda: tf.nest.map_structure(lambda t: t.numpy(), forward_backward(z, reals)[:1]), seconds), 2)
@@ -99,7 +103,8 @@ def bench(resolution, precision, fused, xla, batch, seconds, train):
             for _ in range(16):
                 logs = step(reals)
             return float(logs["d_loss"])
-        record["train_images_per_s"] = round(16 * batch * timed(sixteen_steps, seconds, min_calls=1), 2)
+        step(reals)                                    # trace (both branches of each lazy regulariser)
+        record["train_images_per_s"] = round(16 * batch * timed(sixteen_steps, seconds, min_calls=1, warmup=0), 2)
     record["pipeline_images_per_s"] = bench_data.bench_pipeline(resolution, batch, seconds=1.0)["images_per_s"]
     record["peak_rss_mb"] = round(peak_rss_mb())
     keras.backend.clear_session()

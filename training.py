@@ -327,6 +327,9 @@ def train(config, options, explicit=()):
     if config.batch_size % strategy.num_replicas_in_sync:
         raise RunError(f"--batch_size={config.batch_size} must be a multiple of the "
                        f"{strategy.num_replicas_in_sync} replicas")
+    if config.precision == "float16" and not tf.config.list_physical_devices("GPU"):
+        logging.warning("--precision float16 without a GPU: CPUs emulate float16 arithmetic and train "
+                        "hundreds of times slower; use float32 here (bfloat16 on CPUs with AMX)")
     local_batch = config.batch_size // strategy.num_replicas_in_sync
     if local_batch % min(config.mbstd_group_size, local_batch):
         raise RunError(f"the per-replica batch {local_batch} must be a multiple of the minibatch-stddev "
