@@ -5,7 +5,7 @@
     python bench.py --resolutions 64 --precisions float32,bfloat16 --variants nonfused,fused --xla
     python bench.py --ceiling --precisions float32,bfloat16,float16   # what a plain conv reaches here
 
-Each record also says which of the CPU's bf16/fp16 units oneDNN can use (AMX or only AVX-512),
+The first record says which of the CPU's bf16/fp16 units oneDNN can use (AMX or only AVX-512),
 and `--ceiling` measures a plain 3x3 convolution at the reference's busiest shape in each precision:
 the best this machine does per FLOP. Training is quoted against it as `fraction_of_ceiling`, using
 55 GFLOP per trained image (issue 8: G forward 3.85 + D forward 3.98 GFLOP, backward passes and
