@@ -32,7 +32,6 @@ from config import PRESETS  # noqa: E402
 from gan import build_gan  # noqa: E402
 
 GFLOP_PER_TRAINED_IMAGE = 55.0
-DTYPES = {"float32": tf.float32, "bfloat16": tf.bfloat16, "float16": tf.float16}
 
 
 def timed(fn, seconds, min_calls=3, warmup=2):
@@ -63,7 +62,7 @@ def cpu_features():
 def conv_ceiling(precision, seconds):
     """GFLOP/s of one plain 3x3 convolution, 16x32x32x256 -> 256 channels (the reference G and D's
     widest layers), in `precision`: an upper bound for what the networks can reach."""
-    dtype = DTYPES[precision]
+    dtype = tf.as_dtype(precision)
     x = tf.cast(tf.random.stateless_normal([16, 32, 32, 256], seed=[0, 0]), dtype)
     w = tf.cast(tf.random.stateless_normal([3, 3, 256, 256], seed=[0, 1]), dtype)
     conv = tf.function(lambda: tf.nn.conv2d(x, w, 1, "SAME"))

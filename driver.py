@@ -128,7 +128,7 @@ def config_from_flags():
     fields = {f.name for f in dataclasses.fields(config_module.Config)}
     typed = {name for name in fields if name in FLAGS and FLAGS[name].present}
     config = preset.replace(**{name: FLAGS[name].value for name in typed})
-    if "r1_gamma" in typed and config.resolved_r1_gamma == 0.0 and FLAGS.r1_gamma:
+    if FLAGS.r1_gamma and config.resolved_r1_gamma == 0.0:            # set by hand for a loss without R1
         raise ValueError(f"--r1_gamma applies to the logistic and hinge losses, not --loss={config.loss}")
     return config, typed
 
