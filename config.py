@@ -9,6 +9,7 @@ import dataclasses
 import json
 
 from generator import check_resolution
+from layers import DOWN_MODES
 from losses import LOSSES
 
 
@@ -24,6 +25,9 @@ class Config:
     channel_base: int = 8192           # feature maps at resolution r: min(channel_base / r, channel_max)
     channel_max: int = 256
     fused_modconv: bool = False        # grouped per-sample kernels instead of modulating activations
+    const_std: float = 0.05            # initial std of the learned 4x4 constant; the reference's is 1.0
+    d_downsample: str = "decimate"     # D's 3x3 downsampling conv: "decimate" (blur, decimate, conv at
+                                       # half resolution) or "strided" (the reference: blur, stride-2 conv)
     mbstd_group_size: int = 4          # minibatch stddev group; must divide the per-replica batch
     # Objective.
     loss: str = "logistic"             # one of losses.LOSSES
@@ -66,6 +70,10 @@ class Config:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of: {', '.join(LOSSES)}")
         if self.augment not in ("off", "ada", "fixed"):
             raise ValueError(f"augment must be 'off', 'ada' or 'fixed', got {self.augment!r}")
+        if self.d_downsample not in DOWN_MODES:
+            raise ValueError(f"d_downsample must be one of {', '.join(DOWN_MODES)}, got {self.d_downsample!r}")
+        if self.const_std <= 0:
+            raise ValueError(f"const_std must be positive, got {self.const_std}")
         if self.precision not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"precision must be float32, bfloat16 or float16, got {self.precision!r}")
         if not 1 <= self.mapping_layers <= 8:
@@ -87,15 +95,20 @@ class Config:
 
     @classmethod
     def from_dict(cls, values):
+        """A saved configuration. Keys it lacks take the value they had before the field existed
+        (`BEFORE_FIELD`), so an old run resumes with the networks it was trained with."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
-        return cls(**values)
+        return cls(**{**BEFORE_FIELD, **values})
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
+
+# What a configuration saved before these fields existed meant by leaving them out.
+BEFORE_FIELD = {"const_std": 0.05, "d_downsample": "decimate"}
 
 PRESETS = {
     # The plain `python driver.py` run: about 11 minutes on 2 CPU cores, recognisable heads.
@@ -104,7 +117,9 @@ PRESETS = {
                     mapping_layers=2, batch_size=16, kimg=20.0, ema_kimg=2.0, r1_gamma=1.0),
     # The benchmark reference: 64x64, batch 16, channel_base 8192, channel_max 256, mapping depth 2.
     "reference": Config(),
-    # The paper's config-f proportions, for GPUs.
+    # NVlabs' `--cfg stylegan2` (config F) at 256x256, for GPUs: the reference networks, lr 0.002,
+    # R1 gamma 10, EMA half-life 10 kimg without ramp-up, batch 32, mapping depth 8.
     "paper": Config(resolution=256, channel_base=32768, channel_max=512, mapping_layers=8, batch_size=32,
-                    kimg=25000.0),
+                    kimg=25000.0, g_lr=0.002, d_lr=0.002, r1_gamma=10.0, ema_kimg=10.0, ema_rampup=None,
+                    const_std=1.0, d_downsample="strided"),
 }

@@ -1,8 +1,8 @@
 """StyleGAN2 discriminator, residual architecture (Karras et al. 2020, fig. 7c).
 
 Lives here: `Discriminator`. FromRGB at full resolution, then one residual block per resolution
-(two 3x3 convs with FIR downsampling, plus a downsampled 1x1 skip, summed and scaled by 1/sqrt(2)),
-then minibatch stddev, a 3x3 conv and a dense head. It returns raw logits: there is no sigmoid,
+(two 3x3 convs, the second downsampling by `down_mode`, plus a downsampled 1x1 skip, summed and
+scaled by 1/sqrt(2)), then minibatch stddev, a 3x3 conv and a dense head. It returns raw logits: there is no sigmoid,
 because the hinge, WGAN and logistic losses all need unbounded scores (the earlier attempt squashed
 them and stopped learning). Not here: the losses (losses.py) or the layers (layers.py).
 """
@@ -23,12 +23,13 @@ class Discriminator(keras.Model):
     """Image -> one logit per image. Shapes: images [B, R, R, channels] -> [B, 1]"""
 
     def __init__(self, resolution=64, channels=1, channel_base=8192, channel_max=256,
-                 mbstd_group_size=4, mbstd_num_features=1, **kwargs):
+                 mbstd_group_size=4, mbstd_num_features=1, down_mode="decimate", **kwargs):
         super().__init__(**kwargs)
         log2_res = check_resolution(resolution)
         self.resolution, self.channels = int(resolution), int(channels)
         self.channel_base, self.channel_max = int(channel_base), int(channel_max)
         self.mbstd_group_size, self.mbstd_num_features = int(mbstd_group_size), int(mbstd_num_features)
+        self.down_mode = down_mode
         ch = lambda res: channels_at(res, self.channel_base, self.channel_max)  # noqa: E731
 
         self.from_rgb = EqualizedConv2D(ch(resolution), 1, activation="lrelu", name="from_rgb")
@@ -36,7 +37,8 @@ class Discriminator(keras.Model):
         for res in [2 ** i for i in range(log2_res, 2, -1)]:
             self.blocks.append((
                 EqualizedConv2D(ch(res), 3, activation="lrelu", name=f"b{res}_conv0"),
-                EqualizedConv2D(ch(res // 2), 3, activation="lrelu", down=True, name=f"b{res}_conv1"),
+                EqualizedConv2D(ch(res // 2), 3, activation="lrelu", down=True, down_mode=down_mode,
+                                name=f"b{res}_conv1"),
                 EqualizedConv2D(ch(res // 2), 1, use_bias=False, down=True, name=f"b{res}_skip"),
             ))
         self.mbstd = MinibatchStdDev(self.mbstd_group_size, self.mbstd_num_features, name="mbstd")
@@ -77,4 +79,4 @@ class Discriminator(keras.Model):
         return {"resolution": self.resolution, "channels": self.channels,
                 "channel_base": self.channel_base, "channel_max": self.channel_max,
                 "mbstd_group_size": self.mbstd_group_size,
-                "mbstd_num_features": self.mbstd_num_features, "name": self.name}
+                "mbstd_num_features": self.mbstd_num_features, "down_mode": self.down_mode, "name": self.name}

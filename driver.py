@@ -84,6 +84,11 @@ flags.DEFINE_integer("w_dim", DEFAULT.w_dim, "Style w size.")
 flags.DEFINE_integer("channel_base", DEFAULT.channel_base, "Feature maps at resolution r: min(channel_base / r, channel_max).")
 flags.DEFINE_integer("channel_max", DEFAULT.channel_max, "Most feature maps in any layer.")
 flags.DEFINE_float("style_mixing_prob", DEFAULT.style_mixing_prob, "Probability of style-mixing regularisation.")
+flags.DEFINE_float("const_std", DEFAULT.const_std, "Initial standard deviation of the generator's learned 4x4 "
+                   "constant; StyleGAN2 uses 1.0 (README, Differences from the reference).")
+flags.DEFINE_enum("d_downsample", DEFAULT.d_downsample, ["decimate", "strided"],
+                  "How the discriminator's 3x3 convs downsample: decimate (blur and decimate, then convolve at "
+                  "half resolution) or strided (StyleGAN2: blur at full resolution, then a stride-2 conv).")
 flags.DEFINE_enum("augment", DEFAULT.augment, ["off", "ada", "fixed"],
                   "Discriminator augmentation: off, ada (adaptive p, for small datasets) or fixed p.")
 flags.DEFINE_float("augment_p", DEFAULT.augment_p, "Augmentation probability: the start value for ada, the constant for fixed.")
@@ -108,6 +113,9 @@ flags.DEFINE_integer("num_images", 16, "generate: how many images; evaluate: how
                      "(default: as many as the real reference set).", lower_bound=1)
 flags.DEFINE_integer("first_seed", 0, "generate: images use seeds first_seed, first_seed+1, ...")
 flags.DEFINE_float("psi", 1.0, "Truncation psi for generate (1 = off, smaller = more typical, less varied).")
+flags.DEFINE_enum("noise_mode", "const", ["const", "random", "none"],
+                  "generate: per-layer noise: const (one fixed map per layer: the same seed gives the same image), "
+                  "random (fresh noise, as in training and evaluation) or none.")
 flags.DEFINE_string("exported", None, "generate: use this exported .keras generator instead of the latest checkpoint.")
 # Evaluation (see README, "Measuring quality").
 flags.DEFINE_float("eval_kimg", 0.0, "During training, SWD against real slices every this many thousand images "
@@ -166,7 +174,7 @@ def generate_images():
     g = load_generator()
     out = training.Paths(FLAGS.output_dir).generated
     seeds = list(range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.num_images))
-    generate.write_images(out, g, seeds, FLAGS.psi)
+    generate.write_images(out, g, seeds, FLAGS.psi, noise_mode=FLAGS.noise_mode)
     visualize.save_grid(os.path.join(out, "style_mixing.png"),
                         generate.style_mixing_grid(g, seeds[:5], seeds[5:11] or seeds[:5], psi=FLAGS.psi), columns=None)
     frames = generate.interpolation(g, (seeds * 2)[:4], psi=FLAGS.psi)

@@ -80,7 +80,8 @@ def evaluate_run(paths, reference_dir, num_images=None, splits=("validate",), su
                  images_seen / 1000, count, len(reals), config.resolution, config.resolution)
     generated = []
     for start in range(0, count, 256):
-        generated.append(generate.synthesize(gan.generator_ema, range(start, min(start + 256, count))))
+        generated.append(generate.synthesize(gan.generator_ema, range(start, min(start + 256, count)),
+                                             noise_mode="random"))
         logging.info("generated %d/%d images", start + len(generated[-1]), count)
     generated = np.concatenate(generated)                                        # [count, R, R, C]
     feature_fn = functools.partial(metrics.inception_features, weights=inception_weights or "imagenet")

@@ -6,7 +6,7 @@ adaptive augmentation), the Adam defaults with the lazy-regularisation correctio
 callback that stops a diverged run. Not here: the networks (generator.py, discriminator.py), the
 loss formulas (losses.py), data (data.py), checkpoints and outputs (driver.py, training.py).
 
-Randomness: every draw is stateless, seeded by (config.seed, step, purpose), and made for the
+Randomness: every draw is stateless, keyed by (config.seed, step, purpose) (`stream_seed`), and made for the
 global batch before each replica keeps its slice. So a step is reproducible, resumes exactly from
 a checkpoint, and gives the same numbers on one device as on several.
 """
@@ -24,10 +24,21 @@ from generator import Generator
 from layers import replica_normal
 from losses import get_loss, gradient_penalty, path_lengths, r1_penalty, scaled_gradient
 
-# Salts that keep the random streams of different purposes apart within one step.
-SALT_Z_D, SALT_Z_G, SALT_MIX_D, SALT_MIX_G, SALT_NOISE_D, SALT_NOISE_G = range(6)
-SALT_PL_Z, SALT_PL_NOISE, SALT_PL_Y, SALT_GP, SALT_AUG_REAL, SALT_AUG_FAKE, SALT_PL_MIX = range(6, 13)
-SALTS_PER_STEP = 16
+# The purposes of the random streams within one step.
+(SALT_Z_D, SALT_Z_G, SALT_MIX_D, SALT_MIX_G, SALT_NOISE_D, SALT_NOISE_G, SALT_PL_Z, SALT_PL_NOISE, SALT_PL_Y,
+ SALT_GP, SALT_AUG_REAL, SALT_AUG_FAKE, SALT_PL_MIX, SALT_Z2_D, SALT_Z2_G, SALT_PL_Z2) = range(16)
+
+
+def stream_seed(seed, step, purpose):
+    """The [2] int64 key of one random stream: [seed, 0] with the step, then the purpose, folded in.
+
+    Folding (a keyed hash, `stateless_fold_in`) instead of adding offsets keeps every (step, purpose)
+    and, folded once more, every noise layer on a stream of its own; sums such as step * 16 + purpose
+    or purpose + layer land on each other's streams.
+    """
+    key = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
+    key = tf.random.experimental.stateless_fold_in(key, tf.cast(step, tf.int64))
+    return tf.random.experimental.stateless_fold_in(key, purpose)
 
 
 def make_networks(config):
@@ -35,9 +46,10 @@ def make_networks(config):
     c = config
     g = Generator(resolution=c.resolution, channels=c.channels, z_dim=c.z_dim, w_dim=c.w_dim,
                   mapping_layers=c.mapping_layers, channel_base=c.channel_base, channel_max=c.channel_max,
-                  fused=c.fused_modconv, seed=c.seed, name="generator")
+                  fused=c.fused_modconv, seed=c.seed, const_std=c.const_std, name="generator")
     d = Discriminator(resolution=c.resolution, channels=c.channels, channel_base=c.channel_base,
-                      channel_max=c.channel_max, mbstd_group_size=c.mbstd_group_size, name="discriminator")
+                      channel_max=c.channel_max, mbstd_group_size=c.mbstd_group_size,
+                      down_mode=c.d_downsample, name="discriminator")
     return g, d
 
 
@@ -167,15 +179,14 @@ class StyleGAN2(keras.Model):
     # -----------------------------------------------------------------------------------------
 
     def _seed(self, salt):
-        return tf.stack([tf.constant(self.config.seed, tf.int64),
-                         tf.cast(self.d_steps, tf.int64) * SALTS_PER_STEP + salt])
+        return stream_seed(self.config.seed, self.d_steps, salt)
 
-    def sample_ws(self, batch, z_salt, mix_salt):
+    def sample_ws(self, batch, z_salt, z2_salt, mix_salt):
         """Latents -> per-layer styles, mixing two independent latents with probability
         `style_mixing_prob` at a random crossover layer (one per batch, as the reference)."""
         g = self.generator
         z = replica_normal([batch, self.config.z_dim], self._seed(z_salt))                # [b, z]
-        z2 = replica_normal([batch, self.config.z_dim], self._seed(z_salt) + [0, 1000])
+        z2 = replica_normal([batch, self.config.z_dim], self._seed(z2_salt))
         ws = g.broadcast(g.mapping(z))                                                    # [b, L, w]
         if self.config.style_mixing_prob <= 0:
             return ws, ws
@@ -200,7 +211,7 @@ class StyleGAN2(keras.Model):
         c = self.config
         batch = real_images.shape[0]
         scale = 1.0 / tf.distribute.get_strategy().num_replicas_in_sync
-        ws, _ = self.sample_ws(batch, SALT_Z_D, SALT_MIX_D)
+        ws, _ = self.sample_ws(batch, SALT_Z_D, SALT_Z2_D, SALT_MIX_D)
         fake_images = self.generator.synthesis(ws, noise_seed=self._seed(SALT_NOISE_D))
         critic = lambda x: self.discriminator(self._augment(x, SALT_AUG_REAL))  # noqa: E731
         do_reg = tf.equal(self.d_steps % self.d_reg_interval, 0)
@@ -230,7 +241,7 @@ class StyleGAN2(keras.Model):
     def _path_length_penalty(self, batch):
         c = self.config
         pl_batch = max(batch // c.pl_batch_shrink, 1)
-        ws, _ = self.sample_ws(pl_batch, SALT_PL_Z, SALT_PL_MIX)
+        ws, _ = self.sample_ws(pl_batch, SALT_PL_Z, SALT_PL_Z2, SALT_PL_MIX)
         with tf.GradientTape() as tape:
             tape.watch(ws)
             images = tf.cast(self.generator.synthesis(ws, noise_seed=self._seed(SALT_PL_NOISE)), tf.float32)
@@ -250,7 +261,7 @@ class StyleGAN2(keras.Model):
         do_pl = tf.logical_and(tf.equal(self.g_steps % c.g_reg_interval, 0), c.pl_weight > 0)
         no_pl = lambda: (tf.constant(0.0), tf.identity(self.pl_mean))  # noqa: E731
         with tf.GradientTape() as tape:
-            ws, ws_plain = self.sample_ws(batch, SALT_Z_G, SALT_MIX_G)
+            ws, ws_plain = self.sample_ws(batch, SALT_Z_G, SALT_Z2_G, SALT_MIX_G)
             fake_images = self.generator.synthesis(ws, noise_seed=self._seed(SALT_NOISE_G))
             fake_logits = self.discriminator(self._augment(fake_images, SALT_AUG_FAKE))
             g_loss = self.loss_fns.g_loss(fake_logits)

@@ -9,6 +9,7 @@ import os
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 import generator as generator_module  # noqa: F401  (registers the custom layers for load_model)
 import visualize
@@ -21,11 +22,21 @@ def latents(seeds, z_dim):
     return np.stack([np.random.default_rng(s).standard_normal(z_dim) for s in seeds]).astype(np.float32)
 
 
-def synthesize(g, seeds, psi=1.0, truncation_cutoff=None, batch_size=32):
-    """Images [N, R, R, C] in [-1, 1] for `seeds`, with constant noise so results are reproducible."""
+def synthesize(g, seeds, psi=1.0, truncation_cutoff=None, batch_size=32, noise_mode="const"):
+    """Images [N, R, R, C] in [-1, 1] for `seeds`.
+
+    noise_mode: "const" (one fixed noise map per layer, the default for pictures), "random" (fresh
+    per-image noise as in training; what metrics must use, since one map shared by every image
+    understates fine texture) or "none". Random noise is keyed by each batch's first seed, so it is
+    reproducible too, for the same `batch_size`.
+    """
+    seeds = list(seeds)
     z = latents(seeds, g.z_dim)
-    out = [g(z[i:i + batch_size], psi=psi, truncation_cutoff=truncation_cutoff, noise_mode="const").numpy()
-           for i in range(0, len(z), batch_size)]
+    out = []
+    for i in range(0, len(z), batch_size):
+        noise_seed = tf.constant([seeds[i], 1], tf.int64) if noise_mode == "random" else None
+        out.append(g(z[i:i + batch_size], psi=psi, truncation_cutoff=truncation_cutoff, noise_mode=noise_mode,
+                     noise_seed=noise_seed).numpy())
     return np.concatenate(out).astype(np.float32)
 
 
@@ -35,10 +46,10 @@ def styles(g, seeds, psi=1.0):
     return np.asarray(g.truncate(ws, psi))
 
 
-def write_images(out_dir, g, seeds, psi=1.0):
+def write_images(out_dir, g, seeds, psi=1.0, noise_mode="const"):
     """One PNG per seed at the training resolution (`seed0000.png`, ...) plus `grid.png`."""
     os.makedirs(out_dir, exist_ok=True)
-    images = synthesize(g, seeds, psi)
+    images = synthesize(g, seeds, psi, noise_mode=noise_mode)
     paths = []
     for seed, image in zip(seeds, images):
         paths.append(os.path.join(out_dir, f"seed{seed:04d}.png"))

@@ -95,9 +95,10 @@ class SynthesisNetwork(keras.layers.Layer):
     """
 
     def __init__(self, resolution=64, channels=1, w_dim=512, channel_base=8192, channel_max=256,
-                 fused=False, seed=0, **kwargs):
+                 fused=False, seed=0, const_std=1.0, **kwargs):
         super().__init__(**kwargs)
         self.log2_res = check_resolution(resolution)
+        self.const_std = float(const_std)  # the reference starts the constant at N(0, 1)
         self.resolution, self.channels, self.w_dim = int(resolution), int(channels), int(w_dim)
         self.channel_base, self.channel_max = int(channel_base), int(channel_max)
         self.fused, self.seed = bool(fused), int(seed)
@@ -117,7 +118,8 @@ class SynthesisNetwork(keras.layers.Layer):
 
     def build(self, ws_shape):
         c4 = channels_at(4, self.channel_base, self.channel_max)
-        self.const = self.add_weight(name="const", shape=(4, 4, c4), initializer="random_normal")
+        self.const = self.add_weight(name="const", shape=(4, 4, c4),
+                                     initializer=keras.initializers.RandomNormal(stddev=self.const_std))
         w_shape = (ws_shape[0], self.w_dim)
         x_shape = (ws_shape[0], 4, 4, c4)
         conv_index = 0
@@ -153,7 +155,7 @@ class SynthesisNetwork(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "resolution": self.resolution, "channels": self.channels,
                 "w_dim": self.w_dim, "channel_base": self.channel_base, "channel_max": self.channel_max,
-                "fused": self.fused, "seed": self.seed}
+                "fused": self.fused, "seed": self.seed, "const_std": self.const_std}
 
 
 @register
@@ -166,15 +168,17 @@ class Generator(keras.Model):
     """
 
     def __init__(self, resolution=64, channels=1, z_dim=512, w_dim=512, mapping_layers=8,
-                 channel_base=8192, channel_max=256, fused=False, seed=0, **kwargs):
+                 channel_base=8192, channel_max=256, fused=False, seed=0, const_std=1.0, **kwargs):
         super().__init__(**kwargs)
         self.resolution, self.channels = int(resolution), int(channels)
+        self.const_std = float(const_std)
         self.z_dim, self.w_dim, self.mapping_layers = int(z_dim), int(w_dim), int(mapping_layers)
         self.channel_base, self.channel_max = int(channel_base), int(channel_max)
         self.fused, self.seed = bool(fused), int(seed)
         self.mapping = MappingNetwork(self.z_dim, self.w_dim, self.mapping_layers, name="mapping")
         self.synthesis = SynthesisNetwork(self.resolution, self.channels, self.w_dim, self.channel_base,
-                                          self.channel_max, self.fused, self.seed, name="synthesis")
+                                          self.channel_max, self.fused, self.seed, self.const_std,
+                                          name="synthesis")
         self.num_ws = self.synthesis.num_ws
         self.build((None, self.z_dim))
 
@@ -206,4 +210,4 @@ class Generator(keras.Model):
         return {"resolution": self.resolution, "channels": self.channels, "z_dim": self.z_dim,
                 "w_dim": self.w_dim, "mapping_layers": self.mapping_layers,
                 "channel_base": self.channel_base, "channel_max": self.channel_max,
-                "fused": self.fused, "seed": self.seed, "name": self.name}
+                "fused": self.fused, "seed": self.seed, "const_std": self.const_std, "name": self.name}

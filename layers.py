@@ -21,6 +21,7 @@ from keras import ops
 SQRT2 = math.sqrt(2.0)
 FIR_TAPS = (1.0, 3.0, 3.0, 1.0)  # StyleGAN2's resampling filter (a binomial low-pass).
 ACTIVATIONS = ("linear", "lrelu")
+DOWN_MODES = ("decimate", "strided")  # how EqualizedConv2D downsamples: see its docstring
 
 register = keras.saving.register_keras_serializable(package="stylegan2")
 
@@ -73,6 +74,21 @@ def downsample_2d(x, f):
     """2x FIR downsampling (low-pass, then decimate): [B, H, W, C] -> [B, H/2, W/2, C]."""
     p = f.shape[0] - 2
     return upfirdn2d(x, f, down=2, pad=((p + 1) // 2, p // 2))
+
+
+def conv2d_down_strided(x, kernel, f):
+    """StyleGAN2's downsampling convolution: blur at full resolution, then a stride-2 convolution.
+
+    The padding (k // 2 plus the filter's own) makes the FIR filter and the k x k kernel combine into
+    one (k + 3) x (k + 3) kernel applied every other pixel, as the reference's `conv2d_resample` with
+    down=2. Not the same as `downsample_2d` followed by a convolution for k > 1: there the kernel's
+    taps sit two full-resolution pixels apart.
+    Shapes: x [B, H, W, I], kernel [k, k, I, O] -> [B, H/2, W/2, O]
+    """
+    k, taps = kernel.shape[0], f.shape[0]
+    pad = (k // 2 + (taps - 1) // 2, k // 2 + (taps - 2) // 2)
+    x = upfirdn2d(x, f, pad=pad)                                                   # [B, H+k, W+k, I]
+    return tf.nn.conv2d(x, kernel, strides=2, padding="VALID")
 
 
 def bias_act(x, b, activation="linear", alpha=0.2):
@@ -245,14 +261,16 @@ class EqualizedDense(keras.layers.Layer):
 
 @register
 class EqualizedConv2D(keras.layers.Layer):
-    """Stride-1 'same' convolution with equalized learning rate; optional 2x FIR downsampling first.
+    """Stride-1 'same' convolution with equalized learning rate, optionally downsampling 2x.
 
-    Downsampling before the convolution (rather than a strided conv after blurring) computes the
-    same thing at a quarter of the cost for 1x1 kernels and the same cost for 3x3.
+    `down_mode` says how: "decimate" low-passes and decimates first, then convolves at half
+    resolution (this project's original order); "strided" blurs at full resolution and convolves
+    with stride 2 (the reference, `conv2d_down_strided`). The two are the same for 1x1 kernels, so a
+    1x1 always takes the cheaper "decimate" path; for 3x3 they are different operations.
     """
 
     def __init__(self, filters, kernel_size, gain=1.0, lr_multiplier=1.0, use_bias=True,
-                 activation="linear", down=False, **kwargs):
+                 activation="linear", down=False, down_mode="decimate", **kwargs):
         super().__init__(**kwargs)
         if filters < 1 or kernel_size < 1:
             raise ValueError(f"filters and kernel_size must be positive, got {filters}, {kernel_size}")
@@ -264,6 +282,9 @@ class EqualizedConv2D(keras.layers.Layer):
         self.use_bias = bool(use_bias)
         self.activation = activation
         self.down = bool(down)
+        if down_mode not in DOWN_MODES:
+            raise ValueError(f"down_mode must be one of {DOWN_MODES}, got {down_mode!r}")
+        self.down_mode = down_mode
         self.fir = fir_filter()
 
     def build(self, input_shape):
@@ -280,9 +301,12 @@ class EqualizedConv2D(keras.layers.Layer):
         return self.kernel * self.weight_gain
 
     def call(self, x):
-        if self.down:
-            x = downsample_2d(x, self.fir)
-        y = tf.nn.conv2d(x, self.effective_kernel(), strides=1, padding="SAME")
+        if self.down and self.down_mode == "strided" and self.kernel_size > 1:
+            y = conv2d_down_strided(x, self.effective_kernel(), self.fir)
+        else:
+            if self.down:
+                x = downsample_2d(x, self.fir)
+            y = tf.nn.conv2d(x, self.effective_kernel(), strides=1, padding="SAME")
         b = self.bias * self.lr_multiplier if self.use_bias else 0.0
         return bias_act(y, b, self.activation)
 
@@ -295,7 +319,7 @@ class EqualizedConv2D(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
                 "gain": self.gain, "lr_multiplier": self.lr_multiplier, "use_bias": self.use_bias,
-                "activation": self.activation, "down": self.down}
+                "activation": self.activation, "down": self.down, "down_mode": self.down_mode}
 
 
 @register
@@ -377,7 +401,9 @@ class NoiseInjection(keras.layers.Layer):
             noise = ops.cast(self.const_noise, x.dtype)
         elif noise_seed is not None:
             shape = (tf.shape(x)[0], x.shape[1], x.shape[2], 1)
-            noise = replica_normal(shape, noise_seed + [0, self.seed], dtype=x.dtype)
+            # Folded in, not added: seed + [0, i] would land on another purpose's stream.
+            layer_seed = tf.random.experimental.stateless_fold_in(noise_seed, self.seed or 0)
+            noise = replica_normal(shape, layer_seed, dtype=x.dtype)
         else:
             shape = (ops.shape(x)[0], x.shape[1], x.shape[2], 1)
             noise = keras.random.normal(shape, seed=self.seed_generator, dtype=x.dtype)

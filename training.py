@@ -282,7 +282,8 @@ class TickOutputs(keras.callbacks.Callback):
         if self.history and self.history[-1]["kimg"] >= kimg:
             return  # Nothing new since the last save (a stop right after a tick).
         if self.evaluation_due(kimg):
-            generated = generate.synthesize(self.model.generator_ema, range(self.options.eval_images))
+            generated = generate.synthesize(self.model.generator_ema, range(self.options.eval_images),
+                                            noise_mode="random")
             entry.update(evaluation.swd_report(generated, self.reference, seed=self.config.seed))
         self.history.append(entry)
 

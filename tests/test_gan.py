@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import gan as gan_module
 from config import Config
 from gan import NonFiniteLossError, StopOnNonFinite, StyleGAN2, mix_styles, set_precision
 from losses import r1_penalty
@@ -85,7 +86,7 @@ def test_lazy_regularisation_fires_on_the_right_steps():
 
 def test_style_mixing_uses_two_different_latents():
     gan = make_gan(style_mixing_prob=1.0)
-    ws, ws_plain = gan.sample_ws(4, 0, 2)
+    ws, ws_plain = gan.sample_ws(4, gan_module.SALT_Z_G, gan_module.SALT_Z2_G, gan_module.SALT_MIX_G)
     ws, ws_plain = ws.numpy(), ws_plain.numpy()
     num_ws = gan.generator.num_ws
     same = [np.allclose(ws[:, i], ws_plain[:, i]) for i in range(num_ws)]
@@ -94,13 +95,32 @@ def test_style_mixing_uses_two_different_latents():
     # The second half comes from one other latent: identical across its layers, unlike the first.
     np.testing.assert_allclose(ws[:, cutoff], ws[:, -1])
     assert not np.allclose(ws[:, 0], ws[:, -1])
-    unmixed, _ = make_gan(style_mixing_prob=0.0).sample_ws(4, 0, 2)
+    unmixed, _ = make_gan(style_mixing_prob=0.0).sample_ws(4, gan_module.SALT_Z_G, gan_module.SALT_Z2_G,
+                                                             gan_module.SALT_MIX_G)
     np.testing.assert_allclose(unmixed.numpy()[:, 0], unmixed.numpy()[:, -1])
 
 
 def test_mix_styles_takes_coarse_from_first_and_fine_from_second():
     a, b = tf.zeros([1, 4, 2]), tf.ones([1, 4, 2])
     np.testing.assert_array_equal(mix_styles(a, b, 3).numpy()[0, :, 0], [0, 0, 0, 1])
+
+
+def test_every_random_stream_of_many_steps_and_layers_is_distinct():
+    """Keys of every (step, purpose) and, folded once more, of every noise layer never coincide:
+    with the old offsets, the second latent (salt + 1000) and layer noise (salt + layer) did."""
+    gan = make_gan(resolution=16)
+    layers = [n.seed for n in gan.generator.synthesis.noises]
+    assert len(set(layers)) == len(layers)
+    steps, purposes = tf.range(300, dtype=tf.int64), range(gan_module.SALT_PL_Z2 + 1)
+    keys = tf.stack([tf.vectorized_map(lambda s: gan_module.stream_seed(0, s, p), steps) for p in purposes])
+    keys = tf.reshape(keys, [-1, 2])                                              # [purposes * steps, 2]
+    layer_keys = tf.stack([tf.vectorized_map(lambda k: tf.random.experimental.stateless_fold_in(k, seed), keys)
+                           for seed in layers])
+    every = np.concatenate([keys.numpy(), layer_keys.numpy().reshape(-1, 2)])
+    assert len(np.unique(every, axis=0)) == len(every) == 300 * len(purposes) * (1 + len(layers))
+    # Another run seed gives other streams, and equal arguments give equal keys.
+    assert not np.array_equal(gan_module.stream_seed(1, 5, 0).numpy(), gan_module.stream_seed(0, 5, 0).numpy())
+    np.testing.assert_array_equal(gan_module.stream_seed(0, 5, 3).numpy(), keys.numpy()[3 * 300 + 5])
 
 
 def test_training_is_reproducible_from_the_seed():

@@ -146,3 +146,35 @@ def test_second_order_gradients_through_d_match_finite_differences():
         v.assign(o)
     numeric = (values[0] - values[1]) / (2 * eps)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-4)
+
+
+@pytest.mark.parametrize("const_std", [0.05, 1.0])
+def test_the_learned_constant_starts_at_the_chosen_spread(const_std):
+    """StyleGAN2 starts the 4x4 constant at N(0, 1); this project's original default was 0.05."""
+    g = Generator(resolution=8, channel_base=2048, channel_max=256, z_dim=8, w_dim=8, mapping_layers=2,
+                  const_std=const_std)
+    const = g.synthesis.const.numpy()                                           # [4, 4, 256]
+    assert abs(const.std() - const_std) < 0.06 * const_std and abs(const.mean()) < 0.1 * const_std
+
+
+def test_a_configuration_saved_before_the_faithful_options_keeps_its_networks():
+    from config import Config
+    saved = {k: v for k, v in Config().__dict__.items() if k not in ("const_std", "d_downsample")}
+    restored = Config.from_dict(saved)
+    assert (restored.const_std, restored.d_downsample) == (0.05, "decimate")
+    assert Config.from_dict({**saved, "d_downsample": "strided"}).d_downsample == "strided"
+    with pytest.raises(ValueError, match="d_downsample"):
+        Config(d_downsample="average")
+
+
+def test_synthesize_with_random_noise_is_fresh_per_image_yet_reproducible():
+    import generate
+    g = tiny_generator()
+    for noise in g.synthesis.noises:
+        noise.strength.assign(1.0)                       # starts at 0, where noise changes nothing
+    const = generate.synthesize(g, [3, 3])
+    random = generate.synthesize(g, [3, 3], noise_mode="random")
+    np.testing.assert_array_equal(const[0], const[1])   # one fixed map: same seed, same image
+    assert not np.allclose(random[0], random[1])          # same latent, fresh noise per image
+    assert not np.allclose(random[0], const[0])
+    np.testing.assert_array_equal(random, generate.synthesize(g, [3, 3], noise_mode="random"))
