@@ -259,6 +259,17 @@ def find_files(data_dir, splits=("train",)):
     return sorted(files)
 
 
+def split_folders(data_dir):
+    """The COMP3710 splits (train, validate, test) that have a folder of images under `data_dir`
+    (or that `data_dir` itself is); segmentation folders do not count."""
+    data_dir = os.path.expanduser(str(data_dir))
+    found = {split_of(os.path.basename(os.path.normpath(os.path.abspath(data_dir))))}
+    for _, subfolders, _ in os.walk(data_dir, followlinks=False):
+        subfolders[:] = [d for d in subfolders if not is_segmentation(d) and not d.startswith(".")]
+        found.update(map(split_of, subfolders))
+    return found - {None}
+
+
 def subject_of(path):
     """Subject id from a file name (`case_<id>_...`, `OAS1_<id>_...`, `OASIS_<id>_...`), else None."""
     name = os.path.basename(path)

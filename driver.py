@@ -193,8 +193,7 @@ def export():
 
 def evaluate():
     import evaluation
-    folder, splits, subjects = training.reference_spec(run_options())
-    report = evaluation.evaluate_run(training.Paths(FLAGS.output_dir), folder, splits=splits, subjects=subjects,
+    report = evaluation.evaluate_run(training.Paths(FLAGS.output_dir), training.reference_parts(run_options()),
                                      num_images=FLAGS.num_images if FLAGS["num_images"].present else None,
                                      inception_weights=FLAGS.inception_weights)
     logging.info("evaluation: %s", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"

@@ -55,14 +55,21 @@ def evaluate_images(generated, reals, feature_fn=None, seed=0):
     return report
 
 
-def evaluate_run(paths, reference_dir, num_images=None, splits=("validate",), subjects=None, seed=0,
-                 inception_weights=None):
+def load_reference(parts, resolution, cache_dir, channels=1):
+    """The real slices of every (folder, splits, subjects) part, together: uint8 [N, R, R, C]."""
+    import data
+    return np.concatenate([data.load_slices(folder, resolution, cache_dir, splits=splits, channels=channels,
+                                            subjects=subjects) for folder, splits, subjects in parts])
+
+
+def evaluate_run(paths, reference, num_images=None, seed=0, inception_weights=None):
     """Evaluate the EMA generator of the latest checkpoint in `paths` against real slices.
 
-    reference_dir: slices to compare with (None: the built-in synthetic slices), loaded at the run's
-    resolution from `splits` (and `subjects`, if given). num_images: generated images (seeds
-    0..num_images-1); default as many as the reference has, at least 256. inception_weights: a local
-    InceptionV3 notop .h5 file for offline use; default Keras's ImageNet download.
+    reference: [(folder, splits, subjects)] to compare with (`training.reference_parts`; folder None:
+    the built-in synthetic slices), loaded at the run's resolution. num_images: generated images
+    (seeds 0..num_images-1, random per-layer noise as in training); default as many as the
+    reference has, at least 256. inception_weights: a local InceptionV3 notop .h5 file for offline
+    use; default Keras's ImageNet download.
     Writes `report_<images seen, 8 digits>.json` and `latest.json` to `paths.evaluation`; returns the dict.
     """
     # Imported here, not at the top: training imports this module for `swd_report`.
@@ -72,9 +79,7 @@ def evaluate_run(paths, reference_dir, num_images=None, splits=("validate",), su
 
     gan, config = training.load_for_inference(paths)
     images_seen = int(gan.images_seen.numpy())
-    reals = data.load_slices(reference_dir, config.resolution, paths.cache, splits=splits,
-                             channels=config.channels, subjects=subjects)
-    reals = data.to_unit_range(reals)
+    reals = data.to_unit_range(load_reference(reference, config.resolution, paths.cache, config.channels))
     count = num_images or max(len(reals), MIN_IMAGES)
     logging.info("evaluating the checkpoint at %.1f kimg: %d generated against %d real %dx%d slices",
                  images_seen / 1000, count, len(reals), config.resolution, config.resolution)
@@ -85,9 +90,10 @@ def evaluate_run(paths, reference_dir, num_images=None, splits=("validate",), su
         logging.info("generated %d/%d images", start + len(generated[-1]), count)
     generated = np.concatenate(generated)                                        # [count, R, R, C]
     feature_fn = functools.partial(metrics.inception_features, weights=inception_weights or "imagenet")
-    report = {"kimg": images_seen / 1000, "resolution": config.resolution,
-              "reference": reference_dir or "synthetic", "splits": list(splits),
-              "subjects": list(subjects) if subjects else None, "seed": seed}
+    report = {"kimg": images_seen / 1000, "resolution": config.resolution, "seed": seed,
+              "reference": [{"folder": folder or "synthetic", "splits": list(splits),
+                             "subjects": list(subjects) if subjects else None}
+                            for folder, splits, subjects in reference]}
     report.update(evaluate_images(generated, reals, feature_fn=feature_fn, seed=seed))
 
     os.makedirs(paths.evaluation, exist_ok=True)

@@ -76,19 +76,20 @@ class RunOptions:
     eval_images: int = 500            # generated images per periodic evaluation
 
 
-def reference_spec(options):
-    """Where the real slices a run is evaluated against come from: (folder, splits, subjects).
-    `eval_subjects` (held-out subjects) are looked for in the training splits, otherwise the
-    `eval_splits` (COMP3710: validate) of `eval_dir`, which defaults to the training data."""
-    subjects = tuple(options.eval_subjects) or None
-    splits = options.splits if subjects else options.eval_splits
-    return options.eval_dir or options.data_dir, tuple(splits), subjects
-
-
-def load_reference(options, resolution, cache_dir, channels=1):
-    """The real evaluation slices of `reference_spec`, uint8 [N, R, R, C]."""
-    folder, splits, subjects = reference_spec(options)
-    return data.load_slices(folder, resolution, cache_dir, splits=splits, channels=channels, subjects=subjects)
+def reference_parts(options):
+    """Where the real slices a run is evaluated against come from: a list of (folder, splits,
+    subjects). The `eval_splits` (COMP3710: validate) of `eval_dir` (default: the training data)
+    where that folder has them, together with the held-out `eval_subjects` from the training splits;
+    without either, the `eval_splits` as `data.load_slices` reads them (every slice of a folder
+    without split folders, the whole phantom without data)."""
+    folder = options.eval_dir or options.data_dir
+    subjects = tuple(options.eval_subjects)
+    present = data.split_folders(folder) if folder is not None else set()
+    splits = tuple(s for s in options.eval_splits if s in present)
+    parts = [(folder, splits, None)] if splits else []
+    if subjects:
+        parts.append((folder, tuple(options.splits), subjects))
+    return parts or [(folder, tuple(options.eval_splits), None)]
 
 
 def make_strategy(name):
@@ -344,7 +345,8 @@ def train(config, options, explicit=()):
                        f"add data or lower --batch_size")
     reference = None
     if options.eval_kimg > 0:
-        reference = load_reference(options, config.resolution, paths.cache, config.channels)
+        reference = evaluation.load_reference(reference_parts(options), config.resolution, paths.cache,
+                                              config.channels)
         logging.info("evaluating SWD every %g kimg against %d real slices", options.eval_kimg, len(reference))
 
     paths.make("checkpoints", "samples", "logs")

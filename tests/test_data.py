@@ -104,6 +104,25 @@ def test_exclude_subjects_and_subjects(comp3710):
         data.load_slices(str(comp3710), 16, None, subjects=("0037",))
 
 
+def test_the_evaluation_reference_is_the_validate_split_and_the_held_out_subjects(comp3710, tmp_path):
+    import evaluation
+    import training
+    assert data.split_folders(str(comp3710)) == {"train", "validate", "test"}
+    assert data.split_folders(str(comp3710 / "keras_png_slices_test")) == {"test"}
+    held_out = training.RunOptions(data_dir=str(comp3710), exclude_subjects=("2",), eval_subjects=("2",))
+    parts = training.reference_parts(held_out)
+    assert parts == [(str(comp3710), ("validate",), None), (str(comp3710), ("train",), ("2",))]
+    # Subject 004 (validate, 154) and the held-out training subject 002 (102), never the others.
+    assert values_of(evaluation.load_reference(parts, 16, None)) == [102, 102, 154, 154]
+    assert training.reference_parts(training.RunOptions(data_dir=str(comp3710))) == \
+        [(str(comp3710), ("validate",), None)]
+    # A folder without split folders: every slice, as before; no data: the phantom.
+    flat = tmp_path / "flat"
+    save_png(str(flat / "case_009_slice_0.png"), np.full([32, 32], 9, np.uint8))
+    assert training.reference_parts(training.RunOptions(data_dir=str(flat))) == [(str(flat), ("validate",), None)]
+    assert training.reference_parts(training.RunOptions()) == [(None, ("validate",), None)]
+
+
 def test_missing_and_empty_folders_say_what_to_do(tmp_path):
     with pytest.raises(data.DataError, match=f"{tmp_path / 'nope'} does not exist.*--data_dir"):
         data.load_slices(str(tmp_path / "nope"), 16, None)

@@ -289,7 +289,7 @@ class FakeGenerator:
     """Stands in for the EMA generator: 16x16 images that are a fixed function of z."""
     z_dim = 256
 
-    def __call__(self, z, psi=1.0, truncation_cutoff=None, noise_mode="const"):
+    def __call__(self, z, psi=1.0, truncation_cutoff=None, noise_mode="const", noise_seed=None):
         return tf.constant(np.tanh(z.reshape(-1, 16, 16, 1)))
 
 
@@ -297,8 +297,9 @@ def test_evaluate_run_writes_the_report_with_fake_checkpoint_and_reference(tmp_p
     calls = {}
 
     def load_slices(reference_dir, resolution, cache, splits, channels, subjects):
-        calls.update(resolution=resolution, splits=splits, channels=channels)
-        return ((phantoms(40, size=16) + 1.0) * 127.5).astype(np.uint8)
+        calls.setdefault("parts", []).append((reference_dir, splits, subjects))
+        calls.update(resolution=resolution, channels=channels)
+        return ((phantoms(20, size=16) + 1.0) * 127.5).astype(np.uint8)
 
     gan = types.SimpleNamespace(generator_ema=FakeGenerator(), images_seen=tf.constant(1234, tf.int64))
     config = types.SimpleNamespace(resolution=16, channels=1)
@@ -308,8 +309,9 @@ def test_evaluate_run_writes_the_report_with_fake_checkpoint_and_reference(tmp_p
     monkeypatch.setitem(sys.modules, "training", types.SimpleNamespace(load_for_inference=lambda paths: (gan, config)))
     paths = types.SimpleNamespace(evaluation=str(tmp_path / "evaluation"), cache=str(tmp_path / "cache"))
 
-    report = evaluation.evaluate_run(paths, None, inception_weights=str(tmp_path / "missing.h5"))
-    assert calls == {"resolution": 16, "splits": ("validate",), "channels": 1}
+    reference = [("data", ("validate",), None), ("data", ("train",), ("37",))]
+    report = evaluation.evaluate_run(paths, reference, inception_weights=str(tmp_path / "missing.h5"))
+    assert calls == {"resolution": 16, "parts": reference, "channels": 1}     # both parts, together
     assert report["num_real"] == 40 and report["num_generated"] == evaluation.MIN_IMAGES
     assert report["kimg"] == 1.234 and report["fid"] is None and report["swd_avg"] > 0.0
     with open(tmp_path / "evaluation" / "latest.json") as f:
