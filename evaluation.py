@@ -22,9 +22,15 @@ MIN_IMAGES = 256  # fewer generated images than this make SWD and KID too noisy 
 
 
 def swd_report(generated, reals, seed=0):
-    """SWD per pyramid level and averaged, x 1e3 (see `metrics.swd`): {"swd_64": ..., "swd_avg": ...}.
-    generated [M, R, R, C], reals [N, R, R, C] in [-1, 1]; a few seconds for 500 64x64 images per set."""
-    return {f"swd_{level}": float(value) for level, value in metrics.swd(reals, generated, seed=seed).items()}
+    """SWD per pyramid level and averaged, x 1e3 (see `metrics.swd`), normalised by the real set's
+    statistics (`swd_<level>`, this project's) and by each set's own (`swd_each_<level>`, ProGAN's,
+    as papers report). generated [M, R, R, C], reals [N, R, R, C] in [-1, 1]; a few seconds for 500
+    64x64 images per set."""
+    report = {}
+    for prefix, normalization in (("swd", "real"), ("swd_each", "each")):
+        for level, value in metrics.swd(reals, generated, seed=seed, normalization=normalization).items():
+            report[f"{prefix}_{level}"] = float(value)
+    return report
 
 
 def evaluate_images(generated, reals, feature_fn=None, seed=0):

@@ -281,8 +281,12 @@ def test_evaluate_images_without_features_still_reports_swd_and_diversity(sets):
 def test_swd_report_is_flat_and_named_by_level(sets):
     real, other = sets
     report = evaluation.swd_report(other, real)
-    assert set(report) == {"swd_32", "swd_16", "swd_avg"}
+    assert set(report) == {"swd_32", "swd_16", "swd_avg", "swd_each_32", "swd_each_16", "swd_each_avg"}
     assert report["swd_avg"] == pytest.approx((report["swd_32"] + report["swd_16"]) / 2)
+    assert report["swd_each_avg"] == pytest.approx(metrics.swd(real, other, normalization="each")["avg"])
+    # A brightness shift counts with the real set's normalisation, and not with ProGAN's.
+    shifted = evaluation.swd_report(np.clip(real + 0.3, -1, 1), real)
+    assert shifted["swd_avg"] > 3 * shifted["swd_each_avg"]
 
 
 class FakeGenerator:

@@ -1,0 +1,161 @@
+"""Held-out quality of trained runs on real OASIS slices: the figures behind the README's real-data tables.
+
+    python tools/real_eval.py RUN_DIR [RUN_DIR ...] --data_dir ../shared/data/oasis1_fullhead \
+        --held_out 0037,0384 --plot docs/runs.png
+
+For each run: SWD of its checkpoint against the held-out subjects (the validate split plus
+`--held_out` training subjects), per level, with this project's normalisation and ProGAN's
+(`normalization="each"`); the real floor (training subjects against held-out ones) the same way;
+diversity (mean pairwise MS-SSIM) against the real set's; and how the generated slices spread over
+the axial levels, by a ridge regressor of the level trained on real training slices. With
+`--plot`, every run's periodic SWD curve in one figure, and a grid of samples beside real held-out
+slices per run.
+
+Lives here: this study only (a measurement script, not part of the package). The metrics' maths is
+metrics.py, loading is data.py and training.py's `load_for_inference`.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+import data  # noqa: E402
+import generate  # noqa: E402
+import metrics  # noqa: E402
+import visualize  # noqa: E402
+
+LEVEL_PATTERN = re.compile(r"_slice_(\d+)")
+THIRDS = ("low", "middle", "high")
+
+
+def slices_with_levels(folder, resolution, splits, subjects=None, exclude=()):
+    """Real slices in [-1, 1] [N, R, R, 1] and each one's axial level scaled to [0, 1] per subject."""
+    files = data.filter_subjects(data.find_files(folder, splits), exclude, subjects, folder)
+    images = data.load_slices(folder, resolution, None, splits=splits, subjects=subjects, exclude_subjects=exclude)
+    if len(images) != len(files):
+        raise ValueError(f"{len(files)} files gave {len(images)} slices: levels would not line up")
+    z = np.array([int(LEVEL_PATTERN.search(os.path.basename(f)).group(1)) for f in files], np.float64)
+    subject = np.array([data.subject_of(f) for f in files])
+    levels = np.empty_like(z)
+    for s in set(subject):
+        mask = subject == s
+        levels[mask] = (z[mask] - z[mask].min()) / max(z[mask].max() - z[mask].min(), 1.0)
+    return data.to_unit_range(images), levels
+
+
+def level_features(images):
+    """Images [N, R, R, 1] -> 32x32 pixels per image, flattened, with a constant column: [N, 1025]."""
+    n, r = images.shape[0], images.shape[1]
+    x = images[..., 0].reshape(n, 32, r // 32, 32, r // 32).mean(axis=(2, 4)) if r > 32 else images[..., 0]
+    return np.concatenate([x.reshape(n, -1), np.ones([n, 1])], axis=1)
+
+
+def fit_ridge(images, levels, penalty):
+    """Ridge regression of the level on 32x32 pixels (closed form). Returns the weights [1025]."""
+    x = level_features(images)
+    return np.linalg.solve(x.T @ x + penalty * np.eye(x.shape[1]), x.T @ levels)
+
+
+def predict_levels(weights, images):
+    return np.clip(level_features(images) @ weights, 0.0, 1.0)
+
+
+def thirds(levels):
+    """Percent of slices in the low, middle and high third of the level range."""
+    counts = np.histogram(np.clip(levels, 0, 1), bins=[0, 1 / 3, 2 / 3, 1.0 + 1e-9])[0]
+    return dict(zip(THIRDS, (100.0 * counts / max(len(levels), 1)).round(1).tolist()))
+
+
+def swd_both(reals, fakes, seed=0):
+    """SWD per level with both normalisations: {"swd_<level>": ..., "swd_each_<level>": ...}."""
+    out = {f"swd_{k}": round(v, 1) for k, v in metrics.swd(reals, fakes, seed=seed).items()}
+    out.update({f"swd_each_{k}": round(v, 1) for k, v in metrics.swd(reals, fakes, seed=seed,
+                                                                        normalization="each").items()})
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="run folders (their --output_dir)")
+    parser.add_argument("--data_dir", default="../shared/data/oasis1_fullhead")
+    parser.add_argument("--held_out", default="0037,0384", help="training-split subjects held out of training")
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--images", type=int, default=500, help="generated images per run")
+    parser.add_argument("--checkpoint", default="best", help="best (when the run kept one) or latest")
+    parser.add_argument("--plot", default=None, help="write the SWD curves here, and <name>_samples.png beside it")
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    args = parser.parse_args()
+    held_out = tuple(s for s in args.held_out.split(",") if s)
+    r = args.resolution
+
+    train, train_levels = slices_with_levels(args.data_dir, r, ("train",), exclude=held_out)
+    parts = [slices_with_levels(args.data_dir, r, ("validate",))]
+    if held_out:
+        parts.append(slices_with_levels(args.data_dir, r, ("train",), subjects=held_out))
+    reference = np.concatenate([p[0] for p in parts])
+    reference_levels = np.concatenate([p[1] for p in parts])
+
+    # The regressor's penalty is chosen on the held-out subjects, and its error there reported.
+    errors = {p: float(np.mean(np.abs(predict_levels(fit_ridge(train, train_levels, p), reference) - reference_levels)))
+              for p in (1.0, 10.0, 100.0, 1000.0)}
+    penalty = min(errors, key=errors.get)
+    weights = fit_ridge(train, train_levels, penalty)
+    results = {"floor": {**swd_both(reference, train), "num_real": len(reference), "num_train": len(train),
+                         "diversity_real": round(metrics.mean_pairwise_ms_ssim(reference), 3),
+                         "levels_real": thirds(reference_levels),
+                         "levels_real_predicted": thirds(predict_levels(weights, reference)),
+                         "level_regressor_mae": round(errors[penalty], 3), "level_regressor_penalty": penalty}}
+    print(json.dumps({"floor": results["floor"]}), flush=True)
+
+    from runs import Paths, load_for_inference
+    for run in args.runs:
+        gan, config = load_for_inference(Paths(run), checkpoint=args.checkpoint)
+        fakes = generate.synthesize(gan.generator_ema, range(args.images), noise_mode="random")
+        history_path = os.path.join(run, "logs", "history.json")
+        history = json.load(open(history_path)) if os.path.exists(history_path) else []
+        curve = [(h["kimg"], h["swd_avg"]) for h in history if "swd_avg" in h]
+        best = min(curve, key=lambda p: p[1]) if curve else (None, None)
+        results[run] = {"kimg": int(gan.images_seen.numpy()) / 1000, **swd_both(reference, fakes),
+                        "diversity": round(metrics.mean_pairwise_ms_ssim(fakes), 3),
+                        "levels": thirds(predict_levels(weights, fakes)),
+                        "periodic_best": best, "periodic_final": curve[-1] if curve else None}
+        print(json.dumps({run: results[run]}), flush=True)
+        if args.plot:
+            stem = os.path.splitext(args.plot)[0]
+            cells = np.concatenate([reference[np.linspace(0, len(reference) - 1, 8).astype(int)], fakes[:24]])
+            visualize.save_grid(f"{stem}_{os.path.basename(os.path.normpath(run))}_samples.png", cells, columns=8)
+    if args.plot:
+        plot_curves(args.plot, args.runs, results["floor"]["swd_avg"])
+    if args.out:
+        visualize.write_json(args.out, results)
+
+
+def plot_curves(path, runs, floor):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for run in runs:
+        history = json.load(open(os.path.join(run, "logs", "history.json")))
+        points = [(h["kimg"], h["swd_avg"]) for h in history if "swd_avg" in h]
+        ax.plot(*zip(*points), marker=".", label=os.path.basename(os.path.normpath(run)))
+    ax.axhline(floor, color="gray", linestyle="--", label="real floor (train vs held-out)")
+    ax.set_xlabel("kimg")
+    ax.set_ylabel("SWD x1e3 vs held-out subjects")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
