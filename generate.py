@@ -46,10 +46,10 @@ def styles(g, seeds, psi=1.0):
     return np.asarray(g.truncate(ws, psi))
 
 
-def write_images(out_dir, g, seeds, psi=1.0, noise_mode="const"):
+def write_images(out_dir, g, seeds, psi=1.0, noise_mode="const", truncation_cutoff=None):
     """One PNG per seed at the training resolution (`seed0000.png`, ...) plus `grid.png`."""
     os.makedirs(out_dir, exist_ok=True)
-    images = synthesize(g, seeds, psi, noise_mode=noise_mode)
+    images = synthesize(g, seeds, psi, truncation_cutoff, noise_mode=noise_mode)
     paths = []
     for seed, image in zip(seeds, images):
         paths.append(os.path.join(out_dir, f"seed{seed:04d}.png"))
@@ -58,17 +58,35 @@ def write_images(out_dir, g, seeds, psi=1.0, noise_mode="const"):
     return paths
 
 
-def style_mixing_grid(g, row_seeds, col_seeds, coarse_layers=4, psi=1.0):
-    """Coarse styles (the first `coarse_layers`: pose, size, ventricles) from each row's seed, fine
-    styles (texture, contrast) from each column's seed. The first row shows the column sources and
-    the first column the row sources; the corner is blank. Returns [(R+1)*(C+1), H, W, ch] images."""
+def parse_ranges(text, name="--seeds"):
+    """'0-35,40' -> [0, 1, ..., 35, 40]: comma-separated integers and inclusive ranges, in order."""
+    values = []
+    for part in str(text).replace(" ", "").split(","):
+        first, dash, last = part.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise ValueError(f"{name} takes numbers and ranges like 0-35,40; {part!r} is neither")
+        if dash and int(last) < int(first):
+            raise ValueError(f"{name}: the range {part} runs backwards; write {last}-{first}")
+        values += list(range(int(first), int(last) + 1)) if dash else [int(first)]
+    return values
+
+
+def style_mixing_grid(g, row_seeds, col_seeds, mix_layers=(0, 1, 2, 3), psi=1.0, noise_mode="const"):
+    """Each cell is its row's seed with the styles of `mix_layers` taken from its column's seed (as
+    NVlabs style_mixing.py; the default 0-3 are the coarse layers: head size, pose, ventricles, so
+    the fine styles, texture and contrast, stay the row's). The first row shows the column sources
+    and the first column the row sources; the corner is blank. Returns [(R+1)*(C+1), H, W, ch]."""
+    mix_layers = sorted(set(mix_layers))
+    if not mix_layers or mix_layers[-1] >= g.num_ws:
+        raise ValueError(f"--mix_layers must name layers from 0 to {g.num_ws - 1} (this generator has "
+                         f"{g.num_ws} style inputs), got {mix_layers}")
     ws_rows, ws_cols = styles(g, row_seeds, psi), styles(g, col_seeds, psi)
-    render = lambda ws: np.asarray(g.synthesis(ws, noise_mode="const"))  # noqa: E731
+    render = lambda ws: np.asarray(g.synthesis(ws, noise_mode=noise_mode))  # noqa: E731
     col_images, row_images = render(ws_cols), render(ws_rows)
     cells = [np.full_like(col_images[0], -1.0)] + list(col_images)
     for r, ws_row in enumerate(ws_rows):
-        mixed = np.array(ws_cols)
-        mixed[:, :coarse_layers] = ws_row[None, :coarse_layers]
+        mixed = np.repeat(ws_row[None], len(ws_cols), axis=0)                        # [C, L, w]
+        mixed[:, mix_layers] = ws_cols[:, mix_layers]
         cells += [row_images[r]] + list(render(mixed))
     return np.stack(cells)
 
