@@ -68,9 +68,9 @@ def evaluate_run(paths, reference_dir, num_images=None, splits=("validate",), su
     # Imported here, not at the top: training imports this module for `swd_report`.
     import data
     import generate
-    import training
+    import runs
 
-    gan, config = training.load_for_inference(paths)
+    gan, config = runs.load_for_inference(paths)
     images_seen = int(gan.images_seen.numpy())
     reals = data.load_slices(reference_dir, config.resolution, paths.cache, splits=splits,
                              channels=config.channels, subjects=subjects)
