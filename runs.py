@@ -22,6 +22,7 @@ import shlex
 import signal
 import socket
 import threading
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -38,6 +39,7 @@ from gan import build_gan
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
 LOCK_FILE = ".lock"
+FRESH_LOCK_SECONDS = 10.0   # an unreadable lock younger than this is one being written, not a stale one
 # Settings that may change when a run is resumed: they change neither the networks' shapes nor
 # what the checkpointed state means (run options such as --tick_kimg and --eval_* change freely).
 RESUMABLE = ("kimg", "g_lr", "d_lr", "r1_gamma", "ada_target")
@@ -171,7 +173,15 @@ class RunLock:
                        f"training starting in {self.paths.root}?")
 
     def _refuse_unless_stale(self, holder):
-        if holder is None:                 # unreadable: written by no running training of ours
+        if holder is None:
+            # Unreadable: either a training is writing it this instant, or it was cut off long ago.
+            try:
+                fresh = time.time() - os.path.getmtime(self.path) < FRESH_LOCK_SECONDS
+            except OSError:
+                fresh = False
+            if fresh:
+                raise RunError(f"another training is starting in {self.paths.root} (its lock {self.path} is being "
+                               f"written); wait for it, or use another --output_dir")
             return
         if holder.get("host") != socket.gethostname():
             raise RunError(f"{self.paths.root} is locked by a training on host {holder.get('host')} "

@@ -248,6 +248,17 @@ def test_a_lock_from_another_host_is_refused_with_how_to_remove_it(tmp_path):
     assert json.load(open(paths.lock_file))["host"] == "elsewhere"          # left as it was
 
 
+def test_an_unreadable_lock_is_one_being_written_when_young_and_stale_when_old(tmp_path):
+    paths = runs.Paths(str(tmp_path))
+    open(paths.lock_file, "w").close()                                     # O_EXCL done, JSON not yet
+    with pytest.raises(runs.RunError, match="another training is starting"):
+        runs.RunLock(paths).acquire()
+    old = os.path.getmtime(paths.lock_file) - 2 * runs.FRESH_LOCK_SECONDS
+    os.utime(paths.lock_file, (old, old))                                  # cut off long ago
+    with runs.RunLock(paths):
+        assert json.load(open(paths.lock_file))["pid"] == os.getpid()
+
+
 # ---------------------------------------------------------------------------------------------
 # Only this program's files: --clear checkpoints and the leftovers of a killed save
 # ---------------------------------------------------------------------------------------------
