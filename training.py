@@ -30,6 +30,7 @@ from gan import NonFiniteLossError, StopOnNonFinite, build_gan
 from runs import (Checkpointer, Paths, RunError, RunLock, clean_leftovers, record_changes, refuse_overwrite,
                   repair_index, resolve_resume_config, resume_command)
 
+
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
     """How a training run is carried out (not what is trained: that is `Config`)."""

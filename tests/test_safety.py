@@ -189,7 +189,7 @@ def test_a_folder_that_cannot_be_made_is_one_message_naming_it(tmp_path, case):
 
 @pytest.mark.parametrize("args, message", [
     (["--kimg=0"], "--kimg=0 trains nothing"),
-    (["--g_lr=-0.001"], "--g_lr=-0.001 must be positive"),
+    (["--g_lr=-0.001", "--kimg=0.004"], "--g_lr=-0.001 must be positive"),
 ])
 def test_what_cannot_be_meant_is_refused_before_anything_is_written(tmp_path, args, message):
     result = run(str(tmp_path), *TINY, *args, expect=1)
