@@ -80,6 +80,11 @@ class Config:
             raise ValueError(f"mapping_layers must be 2-8 (1 allowed for tests), got {self.mapping_layers}")
         if self.batch_size < 1 or self.n_critic < 1 or self.d_reg_interval < 1 or self.g_reg_interval < 1:
             raise ValueError("batch_size, n_critic and the regularisation intervals must be at least 1")
+        for name in ("g_lr", "d_lr"):
+            if not getattr(self, name) > 0:           # also NaN
+                raise ValueError(f"--{name}={getattr(self, name)} must be positive (the default is 0.0025)")
+        if not self.kimg >= 0:
+            raise ValueError(f"--kimg={self.kimg} must be positive: the training length in thousands of images")
 
     @property
     def resolved_r1_gamma(self):

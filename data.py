@@ -380,6 +380,8 @@ _READ_ERRORS = (OSError, ValueError, EOFError, SyntaxError, zlib.error, MemoryEr
 
 def decode_file(path, resolution):
     """One image or volume -> uint8 [k, resolution, resolution]. Raises _Unreadable with the reason."""
+    if os.path.islink(path) and not os.path.exists(path):
+        raise _Unreadable(f"a link to {os.readlink(path)}, which does not exist")
     try:
         if os.path.getsize(path) == 0:
             raise _Unreadable("empty file (0 bytes)")
@@ -456,7 +458,11 @@ def cache_key(files, **settings):
     modification time, the settings, and PREPROCESS_VERSION."""
     stats = []
     for f in files:
-        st = os.stat(f)
+        try:
+            st = os.stat(f)
+        except OSError:                   # a dangling link or a file gone meanwhile: decoding skips it
+            stats.append([os.path.abspath(f), None, None])
+            continue
         stats.append([os.path.abspath(f), st.st_size, st.st_mtime_ns])
     blob = json.dumps({"version": PREPROCESS_VERSION, "files": stats, **settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]

@@ -4,12 +4,13 @@
     python driver.py --data_dir ~/keras_png_slices_data
     python driver.py --load weights                   # resume the last run where it stopped
     python driver.py --clear samples|cache|both       # delete outputs (add --mode train to train after)
+    python driver.py --clear checkpoints              # discard the run in --output_dir (to start a new one)
     python driver.py --mode generate --num_images 64 --psi 0.7
     python driver.py --mode export                    # EMA generator as a .keras file
     python driver.py --mode evaluate                  # quality metrics against real slices
 
 Flags live here and only here; everything else takes plain arguments (training.RunOptions,
-config.Config). `python driver.py --help` lists every flag with its default.
+config.Config, runs.Paths). `python driver.py --help` lists every flag with its default.
 """
 
 import dataclasses
@@ -40,6 +41,7 @@ from absl import app, flags, logging  # noqa: E402
 
 import config as config_module  # noqa: E402
 import data  # noqa: E402
+import runs  # noqa: E402
 import training  # noqa: E402
 from gan import NonFiniteLossError  # noqa: E402
 
@@ -51,10 +53,15 @@ flags.DEFINE_enum("mode", "train", ["train", "generate", "export", "evaluate"],
                   "train: train or resume; generate: write images from the latest checkpoint; export: save the "
                   "EMA generator as a .keras file; evaluate: quality metrics against real slices.")
 flags.DEFINE_enum("load", None, ["weights"], "`--load weights` resumes from the latest checkpoint in --output_dir: "
-                  "step, optimizers, EMA, augmentation state and configuration.")
-flags.DEFINE_enum("clear", None, ["samples", "cache", "both"],
-                  "Delete the run's sample images (samples/, generated/), its decoded-data cache (cache/), or "
-                  "both, then exit; add --mode or --load to continue with that afterwards.")
+                  "step, optimizers, EMA, augmentation state and configuration. Of the settings only "
+                  + ", ".join(f"--{k}" for k in runs.RESUMABLE) + " (and --tick_kimg, --eval_*) may change; "
+                  "each change is recorded in logs/history.json.")
+flags.DEFINE_enum("clear", None, list(runs.CLEARABLE),
+                  "Delete, then exit (add --mode or --load to go on afterwards): samples: the sample images "
+                  "(samples/, generated/); cache: the decoded-data cache (cache/); both: samples and cache, "
+                  "never checkpoints; checkpoints: the run itself (checkpoints/ckpt-*, its index, config.json, "
+                  "logs/history.json, leftovers of killed saves), so that a new run can start in --output_dir. "
+                  "Only files this program writes are deleted; links are never followed.")
 # Where.
 flags.DEFINE_string("output_dir", ".", "Folder for checkpoints/, samples/, cache/, logs/, generated/, exports/.")
 flags.DEFINE_string("data_dir", None, "OASIS slices (PNG/JPEG/TIFF folder, e.g. keras_png_slices_data) or "
@@ -155,7 +162,7 @@ def train():
     config, typed = config_from_flags()
     options = run_options()
     gan = training.train(config, options, typed)
-    paths = training.Paths(FLAGS.output_dir)
+    paths = runs.Paths(FLAGS.output_dir)
     logging.info("done at %g kimg: samples in %s, checkpoints in %s",
                  int(gan.images_seen.numpy()) / 1000, paths.samples, paths.checkpoints)
 
@@ -164,15 +171,18 @@ def load_generator():
     import generate
     if FLAGS.exported:
         return generate.load_exported(FLAGS.exported)
-    gan, _ = training.load_for_inference(training.Paths(FLAGS.output_dir))
+    gan, _ = runs.load_for_inference(runs.Paths(FLAGS.output_dir))
     return gan.generator_ema
 
 
 def generate_images():
     import generate
     import visualize
+    if not 0.0 <= FLAGS.psi <= 1.0:
+        logging.warning("--psi %g is outside [0, 1]: psi > 1 exaggerates each image's distance from the average "
+                        "(more artefacts), psi < 0 mirrors it; 1 is off, 0.5-0.8 is the usual range", FLAGS.psi)
     g = load_generator()
-    out = training.Paths(FLAGS.output_dir).generated
+    out = runs.Paths(FLAGS.output_dir).generated
     seeds = list(range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.num_images))
     generate.write_images(out, g, seeds, FLAGS.psi, noise_mode=FLAGS.noise_mode)
     visualize.save_grid(os.path.join(out, "style_mixing.png"),
@@ -186,14 +196,14 @@ def generate_images():
 
 def export():
     import generate
-    gan, _ = training.load_for_inference(training.Paths(FLAGS.output_dir))
-    path = generate.export(gan.generator_ema, training.Paths(FLAGS.output_dir).exports)
+    gan, _ = runs.load_for_inference(runs.Paths(FLAGS.output_dir))
+    path = generate.export(gan.generator_ema, runs.Paths(FLAGS.output_dir).exports)
     logging.info("exported the EMA generator to %s; load it with keras.models.load_model after `import generator`", path)
 
 
 def evaluate():
     import evaluation
-    report = evaluation.evaluate_run(training.Paths(FLAGS.output_dir), training.reference_parts(run_options()),
+    report = evaluation.evaluate_run(runs.Paths(FLAGS.output_dir), training.reference_parts(run_options()),
                                      num_images=FLAGS.num_images if FLAGS["num_images"].present else None,
                                      inception_weights=FLAGS.inception_weights)
     logging.info("evaluation: %s", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
@@ -217,12 +227,12 @@ def main(argv):
     configure_logging()
     try:
         if FLAGS.clear:
-            for path in training.clear_outputs(training.Paths(FLAGS.output_dir), FLAGS.clear):
+            for path in runs.clear_outputs(runs.Paths(FLAGS.output_dir), FLAGS.clear):
                 logging.info("deleted %s", path)
             if not (FLAGS["mode"].present or FLAGS.load):
                 return 0
         {"train": train, "generate": generate_images, "export": export, "evaluate": evaluate}[FLAGS.mode]()
-    except (data.DataError, training.RunError, NonFiniteLossError, ValueError, FileNotFoundError) as e:
+    except (data.DataError, runs.RunError, NonFiniteLossError, ValueError, FileNotFoundError) as e:
         logging.error("%s", e)
         return 1
     return 0

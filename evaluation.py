@@ -3,7 +3,7 @@
 Lives here: `swd_report` (cheap, for the training loop), `evaluate_images` (every metric of two
 image sets, as one flat dict) and `evaluate_run` (latest checkpoint + reference slices -> report
 files in the run's `evaluation/` folder). Not here: the metrics' maths (metrics.py), flags
-(driver.py), checkpoints (training.py), data loading (data.py).
+(driver.py), checkpoints (runs.py), data loading (data.py).
 
 Reports are flat dicts of numbers so they log on one line and compare across checkpoints. Metrics
 that need InceptionV3 features are None when its weights are unavailable; the rest still run.
@@ -81,9 +81,9 @@ def evaluate_run(paths, reference, num_images=None, seed=0, inception_weights=No
     # Imported here, not at the top: training imports this module for `swd_report`.
     import data
     import generate
-    import training
+    import runs
 
-    gan, config = training.load_for_inference(paths)
+    gan, config = runs.load_for_inference(paths)
     images_seen = int(gan.images_seen.numpy())
     reals = data.to_unit_range(load_reference(reference, config.resolution, paths.cache, config.channels))
     count = num_images or max(len(reals), MIN_IMAGES)

@@ -1,9 +1,9 @@
-"""Running a training job: data, model, checkpoints, periodic outputs, resume and clean stops.
+"""Running a training job: data, model, periodic outputs, resume and clean stops.
 
-Lives here: `Paths` (what goes where in the output folder), distribution strategies, building a
-`StyleGAN2` from a `Config`, checkpoints (atomic, the last few kept) and the `train` loop around
-`keras.Model.fit` with its callbacks. Not here: flags (driver.py), the training step (gan.py),
-pictures (visualize.py), generation and export (generate.py).
+Lives here: `RunOptions`, distribution strategies, the `train` loop around `keras.Model.fit` and
+its callbacks (ticks, clean stops). Not here: the run folder, checkpoints, the lock and the
+resume rules (runs.py), flags (driver.py), the training step (gan.py), pictures (visualize.py),
+generation and export (generate.py).
 
 A run is divided into ticks of `tick_kimg` thousand images (Keras "epochs"); after each tick the
 EMA generator draws a grid from fixed latents, the loss plot and TensorBoard are updated and a
@@ -26,34 +26,9 @@ import data
 import evaluation
 import generate
 import visualize
-from config import Config
-from gan import StopOnNonFinite, build_gan
-
-CONFIG_FILE = "config.json"
-HISTORY_FILE = "history.json"
-# Settings that may differ when a run is resumed: they do not change what the checkpoint means.
-RESUMABLE = {"kimg"}
-
-
-class RunError(RuntimeError):
-    """A problem the user can fix (bad checkpoint, conflicting flags); the message says how."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Paths:
-    """Everything a run writes lives under `root`, in these folders."""
-    root: str
-
-    def __getattr__(self, name):
-        folders = {"checkpoints": "checkpoints", "samples": "samples", "cache": "cache", "logs": "logs",
-                   "generated": "generated", "exports": "exports", "evaluation": "evaluation"}
-        if name not in folders:
-            raise AttributeError(name)
-        return os.path.join(self.root, folders[name])
-
-    def make(self, *names):
-        for name in names:
-            os.makedirs(getattr(self, name), exist_ok=True)
+from gan import NonFiniteLossError, StopOnNonFinite, build_gan
+from runs import (Checkpointer, Paths, RunError, RunLock, clean_leftovers, record_changes, refuse_overwrite,
+                  repair_index, resolve_resume_config, resume_command)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,96 +84,6 @@ def make_strategy(name):
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
     raise RunError(f"unknown strategy {name!r}; choose default, mirrored, multiworker or tpu")
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------------
-
-def read_config(paths):
-    path = os.path.join(paths.checkpoints, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise RunError(f"no checkpoint to load in {paths.checkpoints}: train first (python driver.py) "
-                       f"or point --output_dir at the folder of an earlier run")
-    with open(path) as f:
-        try:
-            return Config.from_dict(json.load(f))
-        except (ValueError, TypeError) as e:
-            raise RunError(f"{path} is not a configuration this version understands ({e})") from None
-
-
-def resolve_resume_config(paths, requested, explicit):
-    """The saved configuration, after checking that no explicitly given setting contradicts it."""
-    saved = read_config(paths)
-    conflicts = [f"--{k}={getattr(requested, k)} (checkpoint: {getattr(saved, k)})"
-                 for k in sorted(explicit) if k not in RESUMABLE and getattr(requested, k) != getattr(saved, k)]
-    if conflicts:
-        raise RunError("these settings conflict with the checkpoint being resumed: " + ", ".join(conflicts)
-                       + ". Drop them, or train a new run in another --output_dir.")
-    return saved.replace(**{k: getattr(requested, k) for k in explicit if k in RESUMABLE})
-
-
-def named_variables(gan):
-    """Every variable of the GAN under a unique name: '<owner>/<keras path>'.
-
-    tf.train.Checkpoint follows attributes, but Keras 3 layers keep their sub-layers in Python lists
-    that it does not see (the generator's convs, the discriminator's blocks): checkpointing the model
-    object would silently drop the EMA generator. So the checkpoint names each variable itself.
-    """
-    named, seen = {}, set()
-    for owner in ("generator", "generator_ema", "discriminator", "augment"):
-        layer = getattr(gan, owner, None)
-        for v in layer.weights if layer is not None else []:
-            named[f"{owner}/{v.path}"] = v
-            seen.add(id(v))
-    for v in gan.weights:                                   # counters, pl_mean
-        if id(v) not in seen:
-            named[f"gan/{v.name}"] = v                        # not .path: the model name is uniquified
-    return named
-
-
-class Checkpointer:
-    """tf.train.CheckpointManager over every GAN variable, both optimizers and all training state.
-
-    TensorFlow writes a checkpoint's files first and then swaps the small index file that names the
-    latest one with an atomic rename, so a process killed mid-save leaves the previous checkpoint
-    as the latest and loadable.
-    """
-
-    def __init__(self, gan, directory, keep=3):
-        self.checkpoint = tf.train.Checkpoint(model=tf.train.Checkpoint(**named_variables(gan)),
-                                              g_optimizer=gan.g_optimizer, d_optimizer=gan.d_optimizer)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=keep)
-
-    @property
-    def latest(self):
-        return self.manager.latest_checkpoint
-
-    def save(self, step):
-        return self.manager.save(checkpoint_number=step)
-
-    def restore(self, path=None, expect_partial=False):
-        path = path or self.latest
-        if path is None:
-            raise RunError(f"no checkpoint found in {self.manager.directory}: train first, or check --output_dir")
-        try:
-            status = self.checkpoint.restore(path)
-            if expect_partial:
-                status.expect_partial()
-            else:
-                status.assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError) as e:
-            raise RunError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[0][:200]}); "
-                           f"was it written with other settings?") from None
-        return path
-
-
-def load_for_inference(paths):
-    """The EMA generator of the latest checkpoint in `paths`, and the configuration it was trained with."""
-    config = read_config(paths)
-    gan = build_gan(config)
-    Checkpointer(gan, paths.checkpoints).restore(expect_partial=True)
-    return gan, config
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,6 +167,7 @@ class TickOutputs(keras.callbacks.Callback):
                  **{k: float(v) for k, v in (logs or {}).items()}}
         if self.history and self.history[-1]["kimg"] >= kimg:
             return  # Nothing new since the last save (a stop right after a tick).
+        self.checkpointer.check_finite(self.steps_done())   # a diverged state writes nothing at all
         if self.evaluation_due(kimg):
             generated = generate.synthesize(self.model.generator_ema, range(self.options.eval_images),
                                             noise_mode="random")
@@ -298,7 +184,7 @@ class TickOutputs(keras.callbacks.Callback):
             for k, v in entry.items():
                 tf.summary.scalar(k, v)
             tf.summary.image("samples", (samples[:16] + 1.0) / 2.0, max_outputs=16)
-        visualize.write_json(os.path.join(self.paths.logs, HISTORY_FILE), self.history)
+        visualize.write_json(self.paths.history_file, self.history)
         path = self.checkpointer.save(self.steps_done())
         remaining = (self.config.kimg - kimg) * seconds_per_kimg
         if self.progbar is not None:
@@ -321,10 +207,26 @@ def format_seconds(seconds):
 
 def train(config, options, explicit=()):
     """Train (or resume) a run. `explicit` names the Config fields the user set by hand, so that a
-    resume can tell a deliberate conflict from a default. Returns the trained `StyleGAN2`."""
+    resume can tell a deliberate conflict from a default. Returns the trained `StyleGAN2`.
+
+    The run folder is locked for the whole run (runs.RunLock); a new run never starts over the
+    checkpoints of an old one (runs.refuse_overwrite)."""
     paths = Paths(options.output_dir)
+    if not options.resume and config.kimg <= 0:
+        raise RunError(f"--kimg={config.kimg:g} trains nothing: give the length of the new run in thousands of "
+                       f"images (for example --kimg 20)")
+    paths.make()
+    with RunLock(paths):
+        return _train_locked(config, options, set(explicit), paths)
+
+
+def _train_locked(config, options, explicit, paths):
+    clean_leftovers(paths)
+    changes = {}
     if options.resume:
-        config = resolve_resume_config(paths, config, set(explicit))
+        config, changes = resolve_resume_config(paths, config, explicit)
+    else:
+        refuse_overwrite(paths)
     strategy = make_strategy(options.strategy)
     if config.batch_size % strategy.num_replicas_in_sync:
         raise RunError(f"--batch_size={config.batch_size} must be a multiple of the "
@@ -337,6 +239,7 @@ def train(config, options, explicit=()):
         raise RunError(f"the per-replica batch {local_batch} must be a multiple of the minibatch-stddev "
                        f"group size {config.mbstd_group_size}")
 
+    paths.make("checkpoints", "samples", "logs", "cache")
     images = data.load_slices(options.data_dir, config.resolution, paths.cache, splits=options.splits,
                               channels=config.channels, seed=config.seed,
                               exclude_subjects=options.exclude_subjects)
@@ -349,19 +252,21 @@ def train(config, options, explicit=()):
                                               config.channels)
         logging.info("evaluating SWD every %g kimg against %d real slices", options.eval_kimg, len(reference))
 
-    paths.make("checkpoints", "samples", "logs")
     keras.utils.set_random_seed(config.seed)   # same seed, same initial weights: a run is reproducible
     gan = build_gan(config, strategy)
+    if options.resume:
+        repair_index(paths)
     checkpointer = Checkpointer(gan, paths.checkpoints, options.keep_checkpoints)
     history = []
     if options.resume:
         restored = checkpointer.restore()
-        history_path = os.path.join(paths.logs, HISTORY_FILE)
-        if os.path.exists(history_path):
-            with open(history_path) as f:
-                history = [h for h in json.load(f) if h["kimg"] * 1000 <= int(gan.images_seen.numpy())]
-        logging.info("resumed %s at %d images", os.path.basename(restored), int(gan.images_seen.numpy()))
-    visualize.write_json(os.path.join(paths.checkpoints, CONFIG_FILE), dataclasses.asdict(config))
+        images_seen = int(gan.images_seen.numpy())
+        if os.path.exists(paths.history_file):
+            with open(paths.history_file) as f:
+                history = [h for h in json.load(f) if h["kimg"] * 1000 <= images_seen]
+        logging.info("resumed %s at %d images", os.path.basename(restored), images_seen)
+        record_changes(paths, history, images_seen / 1000, changes)
+    visualize.write_json(paths.config_file, dataclasses.asdict(config))
 
     steps_done = int(gan.images_seen.numpy()) // config.batch_size
     steps_per_tick = max(1, math.ceil(options.tick_kimg * 1000 / config.batch_size))
@@ -381,40 +286,24 @@ def train(config, options, explicit=()):
         epochs = math.ceil(total_steps / steps_per_tick)
         initial_epoch = steps_done // steps_per_tick
         first_tick = (initial_epoch + 1) * steps_per_tick - steps_done
-        if first_tick != steps_per_tick:
-            gan.fit(dataset.take(first_tick), epochs=1, verbose=0, shuffle=False, callbacks=[StopOnNonFinite(), ticks])
-            initial_epoch += 1
-        if not stop_flag.requested and initial_epoch < epochs:
-            dataset = dataset.skip(first_tick if first_tick != steps_per_tick else 0)
-            gan.fit(dataset, initial_epoch=initial_epoch, epochs=epochs, steps_per_epoch=steps_per_tick,
-                    verbose=0, shuffle=False, callbacks=[StopOnNonFinite(), ticks])
+        try:
+            if first_tick != steps_per_tick:
+                gan.fit(dataset.take(first_tick), epochs=1, verbose=0, shuffle=False,
+                        callbacks=[StopOnNonFinite(), ticks])
+                initial_epoch += 1
+            if not stop_flag.requested and initial_epoch < epochs:
+                dataset = dataset.skip(first_tick if first_tick != steps_per_tick else 0)
+                gan.fit(dataset, initial_epoch=initial_epoch, epochs=epochs, steps_per_epoch=steps_per_tick,
+                        verbose=0, shuffle=False, callbacks=[StopOnNonFinite(), ticks])
+        except NonFiniteLossError as e:
+            latest = checkpointer.latest
+            kept = f"The last good checkpoint, {os.path.basename(latest)}, is kept; " if latest else ""
+            raise NonFiniteLossError(f"{e} {kept}resume from it with lower learning rates: "
+                                     f"{resume_command(paths.root, config)}") from None
         if stop_flag.requested:
             ticks.save()
-            logging.info("stopped by %s; resume with: python driver.py --load weights", stop_flag.requested)
+            logging.info("stopped by %s; resume with: python driver.py --output_dir %s --load weights",
+                         stop_flag.requested, paths.root)
     if ticks.progbar is not None:
         print()
     return gan
-
-
-def clear_outputs(paths, which):
-    """Delete the run's own outputs: 'samples' (images in samples/ and generated/), 'cache' or 'both'.
-    Returns what was deleted. Only files this project writes are touched, and links are never
-    followed, so nothing outside the output folder can be lost."""
-    deleted = []
-    if which in ("samples", "both"):
-        for folder in (paths.samples, paths.generated):
-            deleted += _delete_own_files(folder, (".png", ".gif"))
-    if which in ("cache", "both"):
-        deleted += data.clear_cache(paths.cache)
-    return deleted
-
-
-def _delete_own_files(folder, suffixes):
-    if not os.path.isdir(folder) or os.path.islink(folder):
-        return []
-    deleted = []
-    for entry in os.scandir(folder):
-        if entry.is_file(follow_symlinks=False) and entry.name.endswith(suffixes):
-            os.remove(entry.path)
-            deleted.append(entry.path)
-    return sorted(deleted)

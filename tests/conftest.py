@@ -39,3 +39,13 @@ def mirrored():
     """One MirroredStrategy over the two logical CPUs for the whole session: several strategies in one
     process can hand out the same collective instance keys and abort each other's all-reduces."""
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """One tiny run through the real command line: STEPS steps, two ticks (ckpt-2 and ckpt-4), SWD at the
+    end, on the built-in synthetic data. Shared by test_driver.py and test_safety.py: copy it to change it."""
+    from driver_cli import TINY, run
+    out = str(tmp_path_factory.mktemp("run"))
+    result = run(out, *TINY, "--kimg=0.016", "--eval_kimg=0.016", "--eval_images=16")
+    return out, result

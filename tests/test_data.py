@@ -179,6 +179,18 @@ def test_corrupt_and_empty_files_are_skipped_and_counted(tmp_path, caplog):
     assert "skipped 3 of 6 files" in caplog.text and "empty file (0 bytes)" in caplog.text
 
 
+def test_a_dangling_link_is_skipped_and_counted_like_an_unreadable_file(tmp_path, caplog):
+    folder = tmp_path / "slices"
+    for i in range(2):
+        save_png(str(folder / f"case_1_slice_{i}.png"), np.full([16, 16], 60 + i, np.uint8))
+    os.symlink(tmp_path / "gone.png", folder / "case_1_slice_2.png")
+    with caplog.at_level(logging.WARNING):
+        slices = data.load_slices(str(folder), 16, str(tmp_path / "cache"))
+    assert values_of(slices) == [60, 61]
+    assert "skipped 1 of 3 files" in caplog.text and f"a link to {tmp_path / 'gone.png'}, which does not exist" in caplog.text
+    assert values_of(data.load_slices(str(folder), 16, str(tmp_path / "cache"))) == [60, 61]   # cached as it is
+
+
 def test_nothing_readable_is_one_clear_error(tmp_path):
     (tmp_path / "a.png").write_bytes(b"")
     (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")

@@ -1,7 +1,6 @@
 """The command line end to end, as a user runs it: train, resume, clear, generate, export, stop and
 crash. Each test runs `python driver.py` as a subprocess on a tiny model (8x8, 4 images a batch)."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -14,47 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--resolution=8", "--channel_base=128", "--channel_max=16", "--z_dim=8", "--w_dim=8",
-        "--batch_size=4", "--tick_kimg=0.008"]
-STEPS = 4  # --kimg=0.016 at batch 4
-
-
-def command(out, *args):
-    return [sys.executable, os.path.join(ROOT, "driver.py"), f"--output_dir={out}", *args]
-
-
-def env():
-    return {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": ROOT}
-
-
-def run(out, *args, expect=0):
-    result = subprocess.run(command(out, *args), capture_output=True, text=True, timeout=600, env=env(),
-                            stdin=subprocess.DEVNULL)
-    assert result.returncode == expect, result.stderr[-3000:]
-    if expect == 0:
-        assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    return result
-
-
-def checkpoint_variables(out):
-    """Every saved variable of the latest checkpoint in `out`, by name."""
-    reader = tf.train.load_checkpoint(os.path.join(out, "checkpoints"))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if "save_counter" not in name and "OBJECT_GRAPH" not in name}
-
-
-def digest(folder):
-    return {name: hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest()
-            for name in sorted(os.listdir(folder))}
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One tiny run of STEPS steps, two ticks, on the built-in synthetic data."""
-    out = str(tmp_path_factory.mktemp("run"))
-    result = run(out, *TINY, "--kimg=0.016", "--eval_kimg=0.016", "--eval_images=16")
-    return out, result
+from driver_cli import STEPS, TINY, checkpoint_variables, command, digest, env, run  # noqa: E402
 
 
 def test_training_writes_checkpoints_samples_plots_logs_and_config(trained):
@@ -207,4 +166,5 @@ def test_sigkill_at_any_moment_leaves_a_resumable_run(tmp_path):
 
     result = run(out, "--load=weights", f"--kimg={(killed_at + 2) * 4 / 1000}")
     assert f"resumed ckpt-{killed_at}" in result.stderr
+    assert "took over the lock" in result.stderr and "no longer running" in result.stderr   # the killed run's
     assert latest_step(out) == killed_at + 2

@@ -1,0 +1,317 @@
+"""A run is never lost, through the real command line (`python driver.py` as a subprocess, tiny model):
+a new run refuses a folder that holds one, two trainings cannot share a folder, a damaged or
+half-saved folder resumes from its newest good checkpoint, a diverged run keeps its last good
+checkpoint and resumes with lower learning rates, file-system problems and impossible settings are
+one message, and a kill at every file operation of a checkpoint save resumes exactly.
+The same pieces in-process are in test_runs.py."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from config import Config
+from driver_cli import ROOT, TINY, checkpoint_variables, command, digest, env, run
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def copy_of(trained, tmp_path):
+    out = str(tmp_path / "run")
+    shutil.copytree(trained[0], out)
+    return out
+
+
+def latest_step(out):
+    path = tf.train.latest_checkpoint(os.path.join(out, "checkpoints"))
+    return int(path.rsplit("-", 1)[1]) if path else 0
+
+
+def error_lines(stderr):
+    return [line for line in stderr.splitlines() if " ERROR " in f" {line} " or line.startswith("E")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Never delete a run by accident
+# ---------------------------------------------------------------------------------------------
+
+def test_a_new_run_refuses_a_folder_that_holds_a_run_until_it_is_cleared(trained, tmp_path):
+    out = copy_of(trained, tmp_path)
+    checkpoints, history = os.path.join(out, "checkpoints"), os.path.join(out, "logs", "history.json")
+    before, history_before = digest(checkpoints), open(history).read()
+
+    result = run(out, *TINY, "--kimg=0.032", expect=1)
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    for part in ("already holds a training run", "0.016 kimg in ckpt-4", "8x8, --loss=logistic, --batch_size=4",
+                 "--load weights", "another --output_dir", "--clear checkpoints"):
+        assert part in message, message
+    assert digest(checkpoints) == before and open(history).read() == history_before
+
+    result = run(out, "--clear=checkpoints")
+    assert os.listdir(checkpoints) == [] and not os.path.exists(history)
+    assert os.listdir(os.path.join(out, "samples")) and os.listdir(os.path.join(out, "cache"))   # not asked for
+    assert "ckpt-4.index" in result.stderr
+
+    import driver                                                     # --help lists the way to discard a run
+    assert "checkpoints: the run itself" in driver.FLAGS["clear"].help and "never checkpoints" in driver.FLAGS["clear"].help
+
+
+def wait_for(predicate, process, timeout=300):
+    import time
+    start = time.time()
+    while not predicate():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.time() - start < timeout, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_second_training_on_the_same_folder_is_refused_while_readers_need_no_lock(trained, tmp_path):
+    out = copy_of(trained, tmp_path)
+    lock = os.path.join(out, ".lock")
+    first = subprocess.Popen(command(out, "--load=weights", "--kimg=10", "--tick_kimg=0.004"), stderr=subprocess.PIPE,
+                             text=True, env=env(), stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.exists(lock) and latest_step(out) > 4, first)
+        assert json.load(open(lock))["pid"] == first.pid
+
+        second = run(out, "--load=weights", "--kimg=0.024", expect=1)          # refused at once: no step taken
+        assert f"in use by another training (pid {first.pid} on" in second.stderr
+        assert "Traceback" not in second.stderr and "resumed" not in second.stderr
+
+        run(out, "--mode=generate", "--num_images=2")                         # only reads: no lock needed
+        assert os.path.exists(os.path.join(out, "generated", "seed0001.png"))
+    finally:
+        first.send_signal(signal.SIGTERM)
+        _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr[-3000:]
+    assert not os.path.exists(lock)                                       # released by the SIGTERM stop
+
+
+def test_a_missing_config_json_says_what_is_wrong_and_how_to_recover(trained, tmp_path):
+    out = copy_of(trained, tmp_path)
+    os.remove(os.path.join(out, "checkpoints", "config.json"))
+    result = run(out, "--load=weights", expect=1)
+    assert "config.json is missing" in result.stderr and "ckpt-4, ckpt-2" in result.stderr
+    assert "train first" not in result.stderr and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Recover from damage
+# ---------------------------------------------------------------------------------------------
+
+def test_a_damaged_folder_resumes_from_the_newest_good_checkpoint_exactly(trained, tmp_path):
+    """The index garbled, the latest data file truncated and the leftovers of a save killed in the
+    middle (ckpt-6_temp/ with a full-size data file, checkpoint.tmp*): the resume rebuilds the index
+    from the ckpt-* files, skips ckpt-4 saying why, resumes ckpt-2, removes the leftovers, and its
+    new ckpt-4 equals the uninterrupted run's."""
+    out = copy_of(trained, tmp_path)
+    ck = os.path.join(out, "checkpoints")
+    with open(os.path.join(ck, "checkpoint"), "wb") as f:
+        f.write(b"model_checkpoint_path: \x00\xff garbled")
+    data_file = os.path.join(ck, "ckpt-4.data-00000-of-00001")
+    with open(data_file, "r+b") as f:
+        f.truncate(os.path.getsize(data_file) // 2)
+    os.makedirs(os.path.join(ck, "ckpt-6_temp"))
+    shutil.copy(os.path.join(ck, "ckpt-2.data-00000-of-00001"),
+                os.path.join(ck, "ckpt-6_temp", "part-00000-of-00001.data-00000-of-00001"))
+    open(os.path.join(ck, "checkpoint.tmp1f2e3d4c5b6a"), "w").close()
+
+    result = run(out, "--load=weights", "--kimg=0.024", "--tick_kimg=0.008")
+    log = result.stderr
+    assert "removed the leftovers of an interrupted save" in log and "ckpt-6_temp" in log and "checkpoint.tmp" in log
+    assert "rebuilt it from the files there (ckpt-4, ckpt-2)" in log
+    skipped = [line for line in log.splitlines() if "skipped checkpoint" in line]
+    assert len(skipped) == 1 and "ckpt-4" in skipped[0] and "is damaged" in skipped[0]
+    assert "resumed ckpt-2 at 8 images" in log
+    assert latest_step(out) == 6 and not [n for n in os.listdir(ck) if "_temp" in n or ".tmp" in n]
+
+    straight = checkpoint_variables(trained[0])                         # the uninterrupted run's ckpt-4
+    reader = tf.train.load_checkpoint(os.path.join(ck, "ckpt-4"))
+    for name, value in straight.items():
+        np.testing.assert_allclose(reader.get_tensor(name), value, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Divergence leaves a usable checkpoint and a way on
+# ---------------------------------------------------------------------------------------------
+
+def test_divergence_keeps_the_last_good_checkpoint_and_resume_takes_lower_learning_rates(trained, tmp_path):
+    out = copy_of(trained, tmp_path)
+    # A generator step this large (near float32's largest) makes G's weights infinite while that step's
+    # losses are still finite, as in the run seen with d_loss 2.9e36: only the check of every variable
+    # before the save catches it (a smaller one, 1e38, gives finite weights and NaN losses a step later).
+    result = run(out, "--load=weights", "--kimg=0.032", "--g_lr=3e38", "--tick_kimg=0.004", expect=1)
+    message = result.stderr.strip().splitlines()[-1]
+    assert "variables hold NaN or infinite values (generator/" in message, result.stderr[-3000:]
+    assert "no checkpoint was written and the last good checkpoint, ckpt-4, is kept" in message
+    assert f"python driver.py --output_dir {out} --load weights --g_lr 1.5e+38 --d_lr 0.00125" in message
+    assert latest_step(out) == 4
+    assert all(np.isfinite(v).all() for v in checkpoint_variables(out).values() if v.dtype.kind == "f")
+
+    result = run(out, "--load=weights", "--kimg=0.024", "--g_lr=0.001", "--d_lr=0.002", "--tick_kimg=0.004")
+    assert "resumed ckpt-4 at 16 images" in result.stderr and latest_step(out) == 6
+    changes = [h["changed"] for h in json.load(open(os.path.join(out, "logs", "history.json"))) if "changed" in h]
+    assert changes == [{"g_lr": [0.0025, 3e38], "kimg": [0.016, 0.032]},          # the diverged attempt
+                       {"g_lr": [3e38, 0.001], "d_lr": [0.0025, 0.002], "kimg": [0.032, 0.024]}]
+    saved = checkpoint_variables(out)
+    # The optimizers use the new rates (with the lazy-regularisation factors 4/5 and 16/17), not the restored ones.
+    assert saved["g_optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"] == pytest.approx(0.001 * 4 / 5, rel=1e-6)
+    assert saved["d_optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"] == pytest.approx(0.002 * 16 / 17, rel=1e-6)
+    assert json.load(open(os.path.join(out, "checkpoints", "config.json")))["g_lr"] == 0.001
+
+
+# ---------------------------------------------------------------------------------------------
+# File-system problems and impossible settings are one message
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", ["output_dir is a file", "cache is a file"])
+def test_a_folder_that_cannot_be_made_is_one_message_naming_it(tmp_path, case):
+    out = tmp_path / "run"
+    if case == "output_dir is a file":
+        out.write_text("a file")
+        blocker = out
+    else:
+        out.mkdir()
+        blocker = out / "cache"
+        blocker.write_text("a file")
+    result = run(str(out), *TINY, "--kimg=0.004", expect=1)
+    assert "Traceback" not in result.stderr
+    assert f"{blocker} is a file, not a folder; move or delete it, or choose another --output_dir" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kimg=0"], "--kimg=0 trains nothing"),
+    (["--g_lr=-0.001", "--kimg=0.004"], "--g_lr=-0.001 must be positive"),
+])
+def test_what_cannot_be_meant_is_refused_before_anything_is_written(tmp_path, args, message):
+    result = run(str(tmp_path), *TINY, *args, expect=1)
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_learning_rates_and_length_must_be_positive():
+    for bad in ({"g_lr": 0.0}, {"d_lr": -1e-3}, {"d_lr": float("nan")}, {"kimg": -1.0}):
+        with pytest.raises(ValueError, match="must be positive"):
+            Config(**bad)
+
+
+def test_psi_outside_0_1_is_a_warning_not_a_refusal(trained, tmp_path):
+    out = copy_of(trained, tmp_path)
+    result = run(out, "--mode=generate", "--num_images=2", "--psi=1.5")
+    assert "--psi 1.5 is outside [0, 1]" in result.stderr
+    assert os.path.exists(os.path.join(out, "generated", "seed0001.png"))
+
+
+# ---------------------------------------------------------------------------------------------
+# A kill at every file operation of a checkpoint save
+# ---------------------------------------------------------------------------------------------
+
+FAULT_RUN = ["--resolution=8", "--channel_base=128", "--channel_max=16", "--z_dim=8", "--w_dim=8", "--batch_size=4",
+             "--mapping_layers=1", "--loss=bce", "--pl_weight=0", "--style_mixing_prob=0", "--tick_kimg=0.004",
+             "--keep_checkpoints=1", "--kimg=0.04"]         # 10 steps, a checkpoint after each, the last one kept
+FAULT_STEPS = 10
+
+
+class FaultRuns:
+    """driver.py runs under tests/fault_injection.py, one after another, each a forked child of one
+    server process that has imported TensorFlow once (a run then costs its own work, not 5 s of imports)."""
+
+    def __init__(self, folder):
+        code = f"import sys; sys.path.insert(0, {HERE!r}); import fault_injection; fault_injection.serve()"
+        self.server = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       text=True, env=env(), cwd=ROOT)
+        self.watchdog = threading.Timer(400, self.server.kill)     # a hung child ends the server, and the test
+        self.watchdog.start()
+        os.makedirs(folder, exist_ok=True)
+        self.folder, self.jobs = folder, 0
+
+    def run(self, out, fault=None, *args, log=None):
+        """Exit status (0, or 9 when killed) and the log of one run."""
+        self.jobs += 1
+        job = {"argv": [f"--output_dir={out}", *FAULT_RUN, *args], "log": os.path.join(self.folder, f"job{self.jobs}.log"),
+               "env": {"STYLEGAN_FAULT_AT": fault or "", "STYLEGAN_FAULT_LOG": log or ""}}
+        self.server.stdin.write(json.dumps(job) + "\n")
+        self.server.stdin.flush()
+        reply = self.server.stdout.readline()
+        stderr = open(job["log"]).read() if os.path.exists(job["log"]) else ""
+        assert reply, f"the fault-injection server ended: {stderr[-3000:]}"
+        status = json.loads(reply)["status"]
+        assert status in (0, 9) and "Traceback" not in stderr, stderr[-3000:]
+        return status, stderr
+
+    def close(self):
+        self.watchdog.cancel()
+        self.server.stdin.close()
+        self.server.wait(timeout=60)
+
+
+def kill_chain(runs, out, operations):
+    """Kill a run at each of `operations` in turn (a fresh run in its second save, then each resume in
+    its first save, the first one that rotates), then finish it. Returns the operations at which a
+    process was really killed (a resume after a kill in the middle of a rotation deletes more)."""
+    killed = []
+    for i, op in enumerate(operations + [None]):
+        fault = None if op is None else f"2:{op}" if i == 0 else f"1:{op}"
+        status, stderr = runs.run(out, fault, *([] if i == 0 else ["--load=weights"]))
+        if i:
+            assert "resumed ckpt-" in stderr, stderr[-3000:]
+        if status == 9:
+            killed.append(op)
+    return killed
+
+
+def test_a_kill_at_every_file_operation_of_a_save_resumes_exactly(tmp_path):
+    """Every one of the 9 file operations of a rotating save (see tests/fault_injection.py) in turn:
+    each resume starts from a whole checkpoint, cleans what the kill left, and the end result, step
+    count and every variable, equals an uninterrupted run's. Two chains (odd and even operations) and
+    the uninterrupted run go side by side to use both cores."""
+    log = str(tmp_path / "operations.log")
+    results = {}
+    streams = {
+        "straight": lambda runs: runs.run(str(tmp_path / "straight"), None, log=log),
+        "odd": lambda runs: kill_chain(runs, str(tmp_path / "odd"), [1, 3, 5, 7, 9]),
+        "even": lambda runs: kill_chain(runs, str(tmp_path / "even"), [2, 4, 6, 8]),
+    }
+
+    def work(name):
+        runs = FaultRuns(str(tmp_path / f"logs-{name}"))
+        try:
+            results[name] = streams[name](runs)
+        except BaseException as e:        # reported by the main thread
+            results[name] = e
+        finally:
+            runs.close()
+    threads = [threading.Thread(target=work, args=(name,)) for name in streams]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name, value in results.items():
+        if isinstance(value, BaseException):
+            raise value
+
+    operations = [line.split()[1] for line in open(log) if line.startswith("2:")]   # the straight run's second save
+    assert operations == ["recursive_create_dir_v2", "SaveV2", "MergeV2Checkpoints", "write_string_to_file",
+                          "rename_v2", "delete_file_v2", "delete_file_v2", "write_string_to_file", "rename_v2"]
+    assert sorted(results["odd"] + results["even"]) == list(range(1, len(operations) + 1))   # each one, killed
+
+    straight = checkpoint_variables(str(tmp_path / "straight"))
+    steps = [k for k in straight if "_iterations" in k]
+    assert steps and all(int(straight[k]) == FAULT_STEPS for k in steps)
+    for chain in ("odd", "even"):
+        out = str(tmp_path / chain)
+        assert latest_step(out) == FAULT_STEPS
+        resumed = checkpoint_variables(out)
+        assert resumed.keys() == straight.keys()
+        for name in straight:
+            np.testing.assert_allclose(resumed[name], straight[name], rtol=1e-4, atol=1e-5, err_msg=f"{chain}: {name}")
+        assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == [
+            "checkpoint", "ckpt-10.data-00000-of-00001", "ckpt-10.index", "config.json"]
