@@ -249,15 +249,15 @@ def block_features(images):
     return images.reshape(n, r // 4, 4, r // 4, 4).mean(axis=(2, 4)).reshape(n, -1).astype(np.float64)
 
 
-EXPECTED_KEYS = {"num_generated", "num_real", "swd_32", "swd_16", "swd_avg", "fid", "kid", "precision",
-                 "recall", "diversity_generated", "diversity_real"}
+EXPECTED_KEYS = {"num_generated", "num_real", "swd_32", "swd_16", "swd_avg", "swd_each_32", "swd_each_16",
+                 "swd_each_avg", "fid", "kid", "precision", "recall", "diversity_generated", "diversity_real"}
 
 
 def test_evaluate_images_reports_every_metric_and_the_floor_for_identical_sets(sets):
     real, other = sets
     same = evaluation.evaluate_images(real, real, feature_fn=block_features)
     assert set(same) == EXPECTED_KEYS
-    assert same["swd_avg"] == 0.0 and abs(same["fid"]) < 1e-6   # round-off of the rank-deficient covariance
+    assert same["swd_avg"] == same["swd_each_avg"] == 0.0 and abs(same["fid"]) < 1e-6   # round-off of the rank-deficient covariance
     assert same["precision"] == same["recall"] == 1.0
     assert same["diversity_generated"] == same["diversity_real"]
     collapsed = evaluation.evaluate_images(np.repeat(other[:1], len(other), axis=0), real, feature_fn=block_features)
