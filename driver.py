@@ -50,7 +50,7 @@ FLAGS = flags.FLAGS
 
 # What to do.
 flags.DEFINE_enum("mode", "train", ["train", "generate", "export", "evaluate"],
-                  "train: train or resume; generate: write images from the latest checkpoint; export: save the "
+                  "train: train or resume; generate: write images from a checkpoint (--checkpoint); export: save the "
                   "EMA generator as a .keras file; evaluate: quality metrics against real slices.")
 flags.DEFINE_enum("load", None, ["weights"], "`--load weights` resumes from the latest checkpoint in --output_dir: "
                   "step, optimizers, EMA, augmentation state and configuration. Of the settings only "
@@ -123,7 +123,10 @@ flags.DEFINE_float("psi", 1.0, "Truncation psi for generate (1 = off, smaller = 
 flags.DEFINE_enum("noise_mode", "const", ["const", "random", "none"],
                   "generate: per-layer noise: const (one fixed map per layer: the same seed gives the same image), "
                   "random (fresh noise, as in training and evaluation) or none.")
-flags.DEFINE_string("exported", None, "generate: use this exported .keras generator instead of the latest checkpoint.")
+flags.DEFINE_string("exported", None, "generate: use this exported .keras generator instead of a checkpoint.")
+flags.DEFINE_string("checkpoint", "auto", "generate, export, evaluate: which checkpoint of --output_dir: best (lowest "
+                    "held-out SWD, kept when training with --eval_kimg), latest, a step number, or a checkpoint path; "
+                    "auto = best when the run kept one, else latest.")
 # Evaluation (see README, "Measuring quality").
 flags.DEFINE_float("eval_kimg", 0.0, "During training, SWD against real slices every this many thousand images "
                    "(0 = off); logged to TensorBoard, logs/history.json and the loss plot.")
@@ -171,7 +174,7 @@ def load_generator():
     import generate
     if FLAGS.exported:
         return generate.load_exported(FLAGS.exported)
-    gan, _ = runs.load_for_inference(runs.Paths(FLAGS.output_dir))
+    gan, _ = runs.load_for_inference(runs.Paths(FLAGS.output_dir), FLAGS.checkpoint)
     return gan.generator_ema
 
 
@@ -196,7 +199,7 @@ def generate_images():
 
 def export():
     import generate
-    gan, _ = runs.load_for_inference(runs.Paths(FLAGS.output_dir))
+    gan, _ = runs.load_for_inference(runs.Paths(FLAGS.output_dir), FLAGS.checkpoint)
     path = generate.export(gan.generator_ema, runs.Paths(FLAGS.output_dir).exports)
     logging.info("exported the EMA generator to %s; load it with keras.models.load_model after `import generator`", path)
 
@@ -205,7 +208,7 @@ def evaluate():
     import evaluation
     report = evaluation.evaluate_run(runs.Paths(FLAGS.output_dir), training.reference_parts(run_options()),
                                      num_images=FLAGS.num_images if FLAGS["num_images"].present else None,
-                                     inception_weights=FLAGS.inception_weights)
+                                     inception_weights=FLAGS.inception_weights, checkpoint=FLAGS.checkpoint)
     logging.info("evaluation: %s", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                              for k, v in report.items()))
 

@@ -68,8 +68,9 @@ def load_reference(parts, resolution, cache_dir, channels=1):
                                             subjects=subjects) for folder, splits, subjects in parts])
 
 
-def evaluate_run(paths, reference, num_images=None, seed=0, inception_weights=None):
-    """Evaluate the EMA generator of the latest checkpoint in `paths` against real slices.
+def evaluate_run(paths, reference, num_images=None, seed=0, inception_weights=None, checkpoint="auto"):
+    """Evaluate the EMA generator of a checkpoint in `paths` (`runs.choose_checkpoint`: best where the
+    run kept one, else latest) against real slices.
 
     reference: [(folder, splits, subjects)] to compare with (`training.reference_parts`; folder None:
     the built-in synthetic slices), loaded at the run's resolution. num_images: generated images
@@ -83,7 +84,7 @@ def evaluate_run(paths, reference, num_images=None, seed=0, inception_weights=No
     import generate
     import runs
 
-    gan, config = runs.load_for_inference(paths)
+    gan, config = runs.load_for_inference(paths, checkpoint)
     images_seen = int(gan.images_seen.numpy())
     reals = data.to_unit_range(load_reference(reference, config.resolution, paths.cache, config.channels))
     count = num_images or max(len(reals), MIN_IMAGES)

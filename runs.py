@@ -39,6 +39,7 @@ from gan import build_gan
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
 LOCK_FILE = ".lock"
+BEST_FOLDER, BEST_FILE = "best", "best.json"     # checkpoints/best/: the lowest held-out SWD so far
 FRESH_LOCK_SECONDS = 10.0   # an unreadable lock younger than this is one being written, not a stale one
 # Settings that may change when a run is resumed: they change neither the networks' shapes nor
 # what the checkpointed state means (run options such as --tick_kimg and --eval_* change freely).
@@ -474,6 +475,25 @@ class Checkpointer:
         self.check_finite(step)
         return self.manager.save(checkpoint_number=step)
 
+    def save_best(self, step, kimg, swd):
+        """Keep this state as the best (lowest held-out SWD) when it beats the best so far, in
+        checkpoints/best/, which rotation never touches. The new files are written first and
+        best.json, which names them, is then replaced atomically; the old files go last. So a kill at
+        any moment leaves best.json naming a complete checkpoint. Returns True if this state was kept."""
+        best = read_best(self.directory)
+        if best is not None and best["swd_avg"] <= swd:
+            return False
+        folder = os.path.join(self.directory, BEST_FOLDER)
+        os.makedirs(folder, exist_ok=True)
+        name = f"ckpt-{step}"
+        self.checkpoint.write(os.path.join(folder, name))
+        visualize.write_json(os.path.join(folder, BEST_FILE), {"kimg": kimg, "swd_avg": swd, "step": step,
+                                                                "checkpoint": name})
+        for entry in os.scandir(folder):
+            if entry.name.startswith("ckpt-") and not entry.name.startswith(name + "."):
+                os.remove(entry.path)
+        return True
+
     def restore(self, path=None, expect_partial=False):
         """Restore `path`, or the newest checkpoint that restores cleanly. Returns the path restored."""
         candidates = [path] if path else self.candidates()
@@ -601,6 +621,15 @@ def _delete_checkpoint_files(paths, leftovers_only):
         if leftover or (own and not leftovers_only):
             os.remove(entry.path)
             deleted.append(entry.path)
+    best = os.path.join(directory, BEST_FOLDER)
+    if not leftovers_only and os.path.isdir(best) and not os.path.islink(best):
+        for entry in os.scandir(best):
+            if entry.is_file(follow_symlinks=False) and (entry.name == BEST_FILE or _CKPT_INDEX.match(entry.name)
+                                                         or _CKPT_DATA.match(entry.name)):
+                os.remove(entry.path)
+                deleted.append(entry.path)
+        if not os.listdir(best):
+            os.rmdir(best)
     logs = paths.logs
     if os.path.isdir(logs) and not os.path.islink(logs):
         for entry in os.scandir(logs):
@@ -611,12 +640,48 @@ def _delete_checkpoint_files(paths, leftovers_only):
     return sorted(deleted)
 
 
-def load_for_inference(paths):
-    """The EMA generator of the latest good checkpoint in `paths`, and the configuration it was
-    trained with. Only reads: no lock, no repair."""
+def read_best(directory):
+    """{"kimg", "swd_avg", "step", "checkpoint" (its prefix)} of the run's best checkpoint, or None."""
+    path = os.path.join(directory, BEST_FOLDER, BEST_FILE)
+    try:
+        with open(path) as f:
+            best = json.load(f)
+    except (OSError, ValueError):
+        return None
+    best["checkpoint"] = os.path.join(directory, BEST_FOLDER, best["checkpoint"])
+    return best if os.path.exists(best["checkpoint"] + ".index") else None
+
+
+def choose_checkpoint(paths, which="auto"):
+    """The checkpoint prefix that `--checkpoint` names: 'best' (lowest held-out SWD, kept by
+    --eval_kimg), 'latest', a step number, or a checkpoint path; 'auto' is best where the run kept
+    one, else latest (None: let the Checkpointer take the newest that loads)."""
+    which = str(which)
+    best = read_best(paths.checkpoints)
+    if which == "auto":
+        return best["checkpoint"] if best else None
+    if which == "latest":
+        return None
+    if which == "best":
+        if best is None:
+            raise RunError(f"{paths.checkpoints} has no best checkpoint (it is kept only by runs trained with "
+                           f"--eval_kimg); use --checkpoint latest")
+        return best["checkpoint"]
+    prefix = os.path.join(paths.checkpoints, f"ckpt-{which}") if which.isdigit() else which
+    prefix = prefix[:-len(".index")] if prefix.endswith(".index") else prefix
+    if not os.path.exists(prefix + ".index"):
+        steps = [os.path.basename(p)[5:] for p in checkpoints_on_disk(paths.checkpoints)]
+        raise RunError(f"no checkpoint {prefix}: --checkpoint takes best, latest, a step ({', '.join(steps) or 'none here'}) "
+                       f"or the path of a checkpoint (its prefix, without .index)")
+    return prefix
+
+
+def load_for_inference(paths, checkpoint="auto"):
+    """The EMA generator of the chosen checkpoint in `paths` (`choose_checkpoint`), and the
+    configuration it was trained with. Only reads: no lock, no repair."""
     config = read_config(paths)
     gan = build_gan(config)
-    Checkpointer(gan, paths.checkpoints).restore(expect_partial=True)
+    Checkpointer(gan, paths.checkpoints).restore(choose_checkpoint(paths, checkpoint), expect_partial=True)
     return gan, config
 
 

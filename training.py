@@ -184,6 +184,8 @@ class TickOutputs(keras.callbacks.Callback):
             for k, v in entry.items():
                 tf.summary.scalar(k, v)
             tf.summary.image("samples", (samples[:16] + 1.0) / 2.0, max_outputs=16)
+        if "swd_avg" in entry and self.checkpointer.save_best(self.steps_done(), kimg, entry["swd_avg"]):
+            entry["best"] = True                        # this tick's state is now checkpoints/best/
         visualize.write_json(self.paths.history_file, self.history)
         path = self.checkpointer.save(self.steps_done())
         remaining = (self.config.kimg - kimg) * seconds_per_kimg

@@ -108,6 +108,26 @@ def test_generate_is_reproducible_and_the_export_loads_in_a_fresh_process(traine
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+def test_the_best_checkpoint_is_kept_and_chosen_by_checkpoint(trained, tmp_path):
+    out = str(tmp_path / "run")
+    shutil.copytree(trained[0], out)
+    history = json.load(open(os.path.join(out, "logs", "history.json")))
+    best = json.load(open(os.path.join(out, "checkpoints", "best", "best.json")))
+    assert history[-1].get("best") and best == {"kimg": 0.016, "swd_avg": history[-1]["swd_avg"], "step": STEPS,
+                                                "checkpoint": f"ckpt-{STEPS}"}
+    generated = os.path.join(out, "generated")
+    pictures = {}
+    for which in ("best", "latest", str(STEPS), "2", os.path.join(out, "checkpoints", "ckpt-2")):
+        run(out, "--mode=generate", "--num_images=2", f"--checkpoint={which}")
+        pictures[which] = digest(generated)["seed0000.png"]
+        shutil.rmtree(generated)
+    assert pictures["best"] == pictures["latest"] == pictures[str(STEPS)]      # the best was the last tick
+    assert pictures["2"] == pictures[os.path.join(out, "checkpoints", "ckpt-2")] != pictures["best"]
+    result = run(out, "--mode=generate", "--checkpoint=99", expect=1)
+    assert "no checkpoint" in result.stderr and f"a step ({STEPS}, 2)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_evaluate_writes_a_report_and_skips_inception_metrics_in_one_line(trained, tmp_path):
     out = str(tmp_path / "run")
     shutil.copytree(trained[0], out)

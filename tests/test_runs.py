@@ -360,3 +360,41 @@ def test_a_folder_that_cannot_be_written_is_one_message_naming_it(tmp_path, monk
         paths.make("checkpoints")
     assert str(error.value) == (f"cannot write in {paths.root} (Permission denied): make it writable or choose "
                                 f"another --output_dir")
+
+
+def test_the_best_checkpoint_survives_rotation_and_only_a_better_score_replaces_it(tmp_path):
+    gan = build_gan(TINY)
+    checkpointer = runs.Checkpointer(gan, str(tmp_path), keep=2)
+    kernel = gan.generator.trainable_variables[0]
+    values = {}
+    for step, swd in [(1, 50.0), (2, 60.0), (3, 40.0), (4, 45.0)]:
+        kernel.assign(kernel + 1.0)
+        values[step] = kernel.numpy()
+        checkpointer.save(step)
+        checkpointer.save_best(step, step / 1000, swd)
+    best = runs.read_best(str(tmp_path))
+    assert (best["step"], best["swd_avg"]) == (3, 40.0)
+    assert sorted(os.listdir(tmp_path / "best")) == ["best.json", "ckpt-3.data-00000-of-00001", "ckpt-3.index"]
+    assert [os.path.basename(p) for p in runs.checkpoints_on_disk(str(tmp_path))] == ["ckpt-4", "ckpt-3"]
+    checkpointer.restore(best["checkpoint"])
+    np.testing.assert_array_equal(kernel.numpy(), values[3])
+    # A save killed before best.json moved on leaves new files beside it; best.json still rules.
+    checkpointer.checkpoint.write(str(tmp_path / "best" / "ckpt-9"))
+    assert runs.read_best(str(tmp_path))["step"] == 3
+
+
+def test_choose_checkpoint_names_best_latest_steps_and_paths(tmp_path):
+    paths = runs.Paths(str(tmp_path))
+    gan = build_gan(TINY)
+    checkpointer = runs.Checkpointer(gan, paths.checkpoints)
+    checkpointer.save(5)
+    assert runs.choose_checkpoint(paths, "auto") is None                   # no best: the newest that loads
+    with pytest.raises(runs.RunError, match="no best checkpoint.*--eval_kimg"):
+        runs.choose_checkpoint(paths, "best")
+    assert runs.choose_checkpoint(paths, "5") == os.path.join(paths.checkpoints, "ckpt-5")
+    assert runs.choose_checkpoint(paths, os.path.join(paths.checkpoints, "ckpt-5.index")).endswith("ckpt-5")
+    with pytest.raises(runs.RunError, match=r"a step \(5\)"):
+        runs.choose_checkpoint(paths, "7")
+    checkpointer.save_best(5, 0.02, 33.0)
+    assert runs.choose_checkpoint(paths, "auto") == runs.choose_checkpoint(paths, "best") == \
+        os.path.join(paths.checkpoints, "best", "ckpt-5")
