@@ -305,7 +305,7 @@ def test_evaluate_run_writes_the_report_with_fake_checkpoint_and_reference(tmp_p
     import data
     monkeypatch.setitem(sys.modules, "data", types.SimpleNamespace(load_slices=load_slices,
                                                                    to_unit_range=data.to_unit_range))
-    monkeypatch.setitem(sys.modules, "training", types.SimpleNamespace(load_for_inference=lambda paths: (gan, config)))
+    monkeypatch.setitem(sys.modules, "runs", types.SimpleNamespace(load_for_inference=lambda paths: (gan, config)))
     paths = types.SimpleNamespace(evaluation=str(tmp_path / "evaluation"), cache=str(tmp_path / "cache"))
 
     report = evaluation.evaluate_run(paths, None, inception_weights=str(tmp_path / "missing.h5"))
