@@ -310,7 +310,8 @@ def test_evaluate_run_writes_the_report_with_fake_checkpoint_and_reference(tmp_p
     import data
     monkeypatch.setitem(sys.modules, "data", types.SimpleNamespace(load_slices=load_slices,
                                                                    to_unit_range=data.to_unit_range))
-    monkeypatch.setitem(sys.modules, "runs", types.SimpleNamespace(load_for_inference=lambda paths, checkpoint: (gan, config)))
+    monkeypatch.setitem(sys.modules, "runs", types.SimpleNamespace(
+        load_for_inference=lambda paths, checkpoint: (gan, config)))
     paths = types.SimpleNamespace(evaluation=str(tmp_path / "evaluation"), cache=str(tmp_path / "cache"))
 
     reference = [("data", ("validate",), None), ("data", ("train",), ("37",))]

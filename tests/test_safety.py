@@ -79,7 +79,7 @@ def test_a_second_training_on_the_same_folder_is_refused_while_readers_need_no_l
     first = subprocess.Popen(command(out, "--load=weights", "--kimg=10", "--tick_kimg=0.004"), stderr=subprocess.PIPE,
                              text=True, env=env(), stdin=subprocess.DEVNULL)
     try:
-        wait_for(lambda: os.path.exists(lock) and latest_step(out) > 4, first)
+        wait_for(lambda: os.path.exists(lock) and os.path.getsize(lock), first)   # taken first thing
         assert json.load(open(lock))["pid"] == first.pid
 
         second = run(out, "--load=weights", "--kimg=0.024", expect=1)          # refused at once: no step taken
@@ -88,6 +88,7 @@ def test_a_second_training_on_the_same_folder_is_refused_while_readers_need_no_l
 
         run(out, "--mode=generate", "--num_images=2")                         # only reads: no lock needed
         assert os.path.exists(os.path.join(out, "generated", "seed0001.png"))
+        wait_for(lambda: latest_step(out) > 4, first)                         # training, not starting up
     finally:
         first.send_signal(signal.SIGTERM)
         _, stderr = first.communicate(timeout=300)
@@ -216,8 +217,8 @@ def test_psi_outside_0_1_is_a_warning_not_a_refusal(trained, tmp_path):
 
 FAULT_RUN = ["--resolution=8", "--channel_base=128", "--channel_max=16", "--z_dim=8", "--w_dim=8", "--batch_size=4",
              "--mapping_layers=1", "--loss=bce", "--pl_weight=0", "--style_mixing_prob=0", "--tick_kimg=0.004",
-             "--keep_checkpoints=1", "--kimg=0.04"]         # 10 steps, a checkpoint after each, the last one kept
-FAULT_STEPS = 10
+             "--keep_checkpoints=1", "--kimg=0.02"]         # 5 steps, a checkpoint after each, the last one kept
+FAULT_STEPS = 5   # enough: a chain's kills move it on by at most 3 steps before its last run finishes
 
 
 class FaultRuns:
@@ -314,4 +315,4 @@ def test_a_kill_at_every_file_operation_of_a_save_resumes_exactly(tmp_path):
         for name in straight:
             np.testing.assert_allclose(resumed[name], straight[name], rtol=1e-4, atol=1e-5, err_msg=f"{chain}: {name}")
         assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == [
-            "checkpoint", "ckpt-10.data-00000-of-00001", "ckpt-10.index", "config.json"]
+            "checkpoint", f"ckpt-{FAULT_STEPS}.data-00000-of-00001", f"ckpt-{FAULT_STEPS}.index", "config.json"]
