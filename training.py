@@ -290,7 +290,10 @@ def _train_locked(config, options, explicit, paths):
         first_tick = (initial_epoch + 1) * steps_per_tick - steps_done
         try:
             if first_tick != steps_per_tick:
-                gan.fit(dataset.take(first_tick), epochs=1, verbose=0, shuffle=False,
+                # steps_per_epoch on the endless stream, not take(): a fit() that runs out of data
+                # stops mid-step and leaves per-step state behind that fails the next fit() (seen:
+                # AlreadyExistsError in AddN's temporary variable, with Grappler on).
+                gan.fit(dataset, epochs=1, steps_per_epoch=first_tick, verbose=0, shuffle=False,
                         callbacks=[StopOnNonFinite(), ticks])
                 initial_epoch += 1
             if not stop_flag.requested and initial_epoch < epochs:

@@ -45,6 +45,17 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(trained, tmp_path):
         np.testing.assert_allclose(resumed[name], straight[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
+def test_resume_from_the_middle_of_a_tick_continues_exactly(trained, tmp_path):
+    uninterrupted, _ = trained
+    out = str(tmp_path)
+    run(out, *TINY, "--kimg=0.012")                                   # 3 steps: stops inside the second tick
+    result = run(out, "--load=weights", "--kimg=0.016")
+    assert "resumed ckpt-3 at 12 images" in result.stderr and "ran out of data" not in result.stderr
+    resumed, straight = checkpoint_variables(out), checkpoint_variables(uninterrupted)
+    for name in straight:
+        np.testing.assert_allclose(resumed[name], straight[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
 def test_a_flag_that_conflicts_with_the_checkpoint_is_refused(trained):
     out, _ = trained
     result = run(out, "--load=weights", "--resolution=16", expect=1)
