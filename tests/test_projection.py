@@ -1,11 +1,13 @@
 """Projection (projection.py): the reference projector's schedule and noise regulariser against hand
 values, the distances, the synthesis forward with supplied noise against the network's own, recovery
-of a known latent, batch-equals-one-at-a-time, targets and their errors, anomaly-map maths and the
-output files."""
+of a known latent, batch-equals-one-at-a-time, targets and their errors, anomaly-map maths, the
+output files, and the command line (`--mode project`, `--mode generate --projected_w`)."""
 
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from PIL import Image
 import data
 import metrics
 import projection as P
+import training
 from discriminator import Discriminator
 from generator import Generator
 
@@ -409,3 +412,40 @@ def test_an_exported_generator_projects_with_pixel_distances(tmp_path):
     ours = P.Projector(loaded, settings, P.make_distance("mse")).project(targets)
     theirs = P.Projector(g, settings, P.make_distance("mse")).project(targets)
     np.testing.assert_allclose(ours.ws, theirs.ws, atol=1e-6)
+
+
+TINY_RUN = ["--resolution=8", "--channel_base=128", "--channel_max=16", "--z_dim=8", "--w_dim=8",
+            "--batch_size=4", "--tick_kimg=0.008", "--kimg=0.008"]
+
+
+def cli(out, *args, expect=0):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "driver.py"), f"--output_dir={out}", *args],
+                            capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": ROOT})
+    assert result.returncode == expect, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    return result
+
+
+def test_command_line_projects_from_a_checkpoint_and_generate_renders_the_latents(tmp_path):
+    out, targets = tmp_path / "run", tmp_path / "targets"
+    targets.mkdir()
+    for i in range(2):
+        Image.fromarray(_slice(seed=i)).save(targets / f"case_9_slice_{i}.nii.png")
+    cli(out, *TINY_RUN)
+    result = cli(out, "--mode=project", f"--target_dir={targets}", "--project_steps=4", "--project_batch=2",
+                 "--project_distance=mse+dfeat", "--project_space=wplus")
+    assert "projected 2 slice(s)" in result.stderr
+    summary = json.load(open(out / "projected" / "summary.json"))
+    assert summary["distance"] == "mse+dfeat" and summary["settings"]["space"] == "wplus"
+    cli(out, "--mode=generate", f"--projected_w={out / 'projected' / 'projected_w.npz'}", "--checkpoint=2")
+    for i in range(2):
+        rendered = np.asarray(Image.open(out / "generated" / f"projected_case_9_slice_{i}.png"))
+        expected = np.asarray(Image.open(out / "projected" / f"case_9_slice_{i}" / "reconstruction.png"))
+        np.testing.assert_array_equal(rendered, expected)
+    bad = cli(out, "--mode=project", f"--target={tmp_path / 'missing.png'}", expect=1)
+    assert "missing.png does not exist" in bad.stderr
+    with pytest.raises(training.RunError, match="no checkpoint"):
+        P.load_networks(str(out), checkpoint="7")
+    with pytest.raises(ValueError, match="not both"):
+        P.load_networks(str(out), checkpoint="2", exported="g.keras")
