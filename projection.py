@@ -352,7 +352,8 @@ class Projection:
     distance: np.ndarray      # [B] final distance of the reconstructions to the targets
     history: np.ndarray       # [num_steps, B] distance at each step (with latent noise, as optimised)
     frames: np.ndarray        # [F, B, R, R, C] reconstructions during the optimisation
-    seconds: float            # wall time of the optimisation, tracing excluded when already traced
+    seconds: float            # wall time of the optimisation (the first step of a new batch size traces)
+    first_step_seconds: float  # of which the first step
 
 
 def target_seed(target, seed):
@@ -440,6 +441,8 @@ class Projector:
             scale = latent_noise_scale_at(step, s, self.w_std)
             w_noise = np.stack([rng.standard_normal([self.num_latents, self.g.w_dim]) for rng in rngs]) * scale
             history.append(np.asarray(slot["step"](prepared, targets, tf.constant(w_noise, tf.float32))))
+            if step == 0:
+                first_step_seconds = time.time() - start
             if step % snapshot_every == 0:
                 frames.append(np.asarray(slot["render"](prepared)[0]))
             if progress is not None:
@@ -451,7 +454,8 @@ class Projector:
         noises = [np.asarray(n) if s.optimize_noise else np.tile(np.asarray(n), [batch, 1, 1, 1])
                   for n in slot["noises"]]
         return Projection(ws=ws, noises=noises, images=np.asarray(images), distance=np.asarray(distance),
-                          history=np.stack(history), frames=np.stack(frames), seconds=seconds)
+                          history=np.stack(history), frames=np.stack(frames), seconds=seconds,
+                          first_step_seconds=first_step_seconds)
 
 
 class _Progress:

@@ -361,6 +361,54 @@ def test_repeated_names_are_made_unique():
 
 
 # ---------------------------------------------------------------------------------------------
+# The measurement script's lesions, brain region and orientation matching (tools/projection_eval.py)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def study():
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import projection_eval
+    return projection_eval
+
+
+def test_box_erosion_and_hole_filling(study):
+    square = np.zeros([9, 9], bool)
+    square[2:7, 2:7] = True
+    expected = np.zeros([9, 9], bool)
+    expected[3:6, 3:6] = True
+    np.testing.assert_array_equal(study.box_erode(square, 1), expected)
+    ring = square.copy()
+    ring[3:6, 3:6] = False
+    np.testing.assert_array_equal(study.fill_holes(ring), square)
+
+
+def test_a_lesion_lies_inside_the_region_with_its_known_mask_and_contrast(study):
+    region = np.zeros([32, 32], bool)
+    region[6:26, 8:24] = True
+    image = np.zeros([32, 32, 1], np.float32)                                    # mid grey: 0.5 in [0, 1]
+    for bright in (True, False):
+        lesioned, mask = study.insert_lesion(image, region, 3.0, 0.3, bright, np.random.default_rng(0))
+        assert mask.sum() == 29 and np.all(region[mask])                          # pixels within radius 3
+        change = (lesioned - image)[..., 0] / 2.0                                  # in [0, 1] units
+        sign = 1.0 if bright else -1.0
+        assert np.all(sign * change[mask] >= 0.15 - 1e-6)                           # at least half the contrast
+        assert np.max(sign * change) == pytest.approx(0.3, abs=1e-6)               # all of it inside the edge
+        assert np.all(change[study.box_erode(~mask, 1)] == 0)                      # nothing beyond the soft edge
+
+
+def test_held_out_slices_stored_upside_down_are_found_and_paired_with_their_level(study):
+    rng = np.random.default_rng(0)
+    means = {z: rng.uniform(-1, 1, [16, 16, 1]).astype(np.float32) for z in range(10, 15)}
+    held_out = np.stack([means[z] + rng.normal(0, 0.3, [16, 16, 1]) for z in (14, 11, 12)]).astype(np.float32)
+    images, levels, orientation, _ = study.match_orientation(held_out, means)
+    assert orientation == "as stored" and list(levels) == [14, 11, 12]
+    images, levels, orientation, scores = study.match_orientation(held_out[:, ::-1], means)
+    assert orientation == "flipped up-down" and list(levels) == [14, 11, 12]
+    np.testing.assert_array_equal(images, held_out)
+    assert scores["flipped up-down"] > scores["as stored"]
+
+
+# ---------------------------------------------------------------------------------------------
 # Output files, saved latents, the command line
 # ---------------------------------------------------------------------------------------------
 
