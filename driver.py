@@ -8,6 +8,7 @@
     python driver.py --mode generate --num_images 64 --psi 0.7
     python driver.py --mode export                    # EMA generator as a .keras file
     python driver.py --mode evaluate                  # quality metrics against real slices
+    python driver.py --mode project --target slice.png  # find a slice in latent space, with an anomaly map
 
 Flags live here and only here; everything else takes plain arguments (training.RunOptions,
 config.Config, runs.Paths). `python driver.py --help` lists every flag with its default.
@@ -41,6 +42,7 @@ from absl import app, flags, logging  # noqa: E402
 
 import config as config_module  # noqa: E402
 import data  # noqa: E402
+import projection  # noqa: E402
 import runs  # noqa: E402
 import training  # noqa: E402
 from gan import NonFiniteLossError  # noqa: E402
@@ -49,9 +51,10 @@ DEFAULT = config_module.PRESETS["quick"]
 FLAGS = flags.FLAGS
 
 # What to do.
-flags.DEFINE_enum("mode", "train", ["train", "generate", "export", "evaluate"],
+flags.DEFINE_enum("mode", "train", ["train", "generate", "export", "evaluate", "project"],
                   "train: train or resume; generate: write images from a checkpoint (--checkpoint); export: save the "
-                  "EMA generator as a .keras file; evaluate: quality metrics against real slices.")
+                  "EMA generator as a .keras file; evaluate: quality metrics against real slices; project: find "
+                  "real slices (--target, --target_dir) in the generator's latent space, with anomaly maps.")
 flags.DEFINE_enum("load", None, ["weights"], "`--load weights` resumes from the latest checkpoint in --output_dir: "
                   "step, optimizers, EMA, augmentation state and configuration. Of the settings only "
                   + ", ".join(f"--{k}" for k in runs.RESUMABLE) + " (and --tick_kimg, --eval_*) may change; "
@@ -124,7 +127,7 @@ flags.DEFINE_enum("noise_mode", "const", ["const", "random", "none"],
                   "generate: per-layer noise: const (one fixed map per layer: the same seed gives the same image), "
                   "random (fresh noise, as in training and evaluation) or none.")
 flags.DEFINE_string("exported", None, "generate: use this exported .keras generator instead of a checkpoint.")
-flags.DEFINE_string("checkpoint", "auto", "generate, export, evaluate: which checkpoint of --output_dir: best (lowest "
+flags.DEFINE_string("checkpoint", "auto", "generate, export, evaluate, project: which checkpoint of --output_dir: best (lowest "
                     "held-out SWD, kept when training with --eval_kimg), latest, a step number, or a checkpoint path; "
                     "auto = best when the run kept one, else latest.")
 # Evaluation (see README, "Measuring quality").
@@ -138,6 +141,29 @@ flags.DEFINE_list("eval_subjects", [], "Evaluate against only these subjects (de
 flags.DEFINE_integer("eval_images", 500, "Generated images per periodic evaluation during training.", lower_bound=2)
 flags.DEFINE_string("inception_weights", None, "evaluate: local InceptionV3 'notop' .h5 weights for FID/KID/precision/"
                     "recall when Keras cannot download them (without either, those metrics are skipped).")
+
+# Projection (see README, "Projection and anomaly maps").
+flags.DEFINE_string("target", None, "project: one slice image to reconstruct (colour is converted to gray, other "
+                    "sizes padded to a square and resized, as training data).")
+flags.DEFINE_string("target_dir", None, "project: a folder of slice images (searched recursively, masks skipped), "
+                    "optimised --project_batch at a time.")
+flags.DEFINE_enum("project_space", "w", list(projection.SPACES), "project: optimise one w for every layer (w) or "
+                  "one w per layer (wplus: closer reconstructions, less typical latents).")
+flags.DEFINE_integer("project_steps", projection.ProjectionSettings.num_steps,
+                     "project: Adam steps per target (the reference projector's 1000).", lower_bound=1)
+flags.DEFINE_integer("project_batch", 8, "project: targets optimised at once (results are the same as one at a "
+                     "time; batches are faster per target).", lower_bound=1)
+flags.DEFINE_string("project_distance", projection.ProjectionSettings.distance,
+                    "project: what the optimiser minimises between reconstruction and target: "
+                    + "; ".join(f"{k}: {v}" for k, v in projection.DISTANCES.items())
+                    + ". Join several with '+' to sum them (e.g. mse+dfeat).")
+flags.DEFINE_boolean("project_noise", True, "project: also optimise per-target noise maps, kept white by the "
+                     "reference's regulariser (--noproject_noise: the generator's fixed noise).")
+flags.DEFINE_integer("project_seed", 0, "project: seeds each target's random draws (with its pixels).")
+flags.DEFINE_string("vgg16_weights", None, "project: local VGG16 ImageNet 'notop' .h5 weights for "
+                    "--project_distance lpips (never downloaded).")
+flags.DEFINE_string("projected_w", None, "generate: render the latents of a projection .npz (projected/<name>/"
+                    "projected_w.npz, or projected/projected_w.npz for all) instead of seeds.")
 
 
 def config_from_flags():
@@ -181,6 +207,12 @@ def load_generator():
 def generate_images():
     import generate
     import visualize
+    if FLAGS.projected_w:
+        g, _ = projection.load_networks(FLAGS.output_dir, FLAGS.checkpoint, FLAGS.exported)
+        out = runs.Paths(FLAGS.output_dir).generated
+        paths = projection.write_projected_images(g, FLAGS.projected_w, out)
+        logging.info("rendered %d projected latents from %s to %s", len(paths), FLAGS.projected_w, out)
+        return
     if not 0.0 <= FLAGS.psi <= 1.0:
         logging.warning("--psi %g is outside [0, 1]: psi > 1 exaggerates each image's distance from the average "
                         "(more artefacts), psi < 0 mirrors it; 1 is off, 0.5-0.8 is the usual range", FLAGS.psi)
@@ -213,6 +245,21 @@ def evaluate():
                                              for k, v in report.items()))
 
 
+def project():
+    settings = projection.ProjectionSettings(
+        num_steps=FLAGS.project_steps, space=FLAGS.project_space, distance=FLAGS.project_distance,
+        optimize_noise=FLAGS.project_noise, seed=FLAGS.project_seed)
+    g, d = projection.load_networks(FLAGS.output_dir, FLAGS.checkpoint, FLAGS.exported)
+    distance = projection.make_distance(settings.distance, d, FLAGS.vgg16_weights, g.resolution)
+    names, targets = projection.load_targets(FLAGS.target, FLAGS.target_dir, g.resolution, g.channels)
+    out = os.path.join(FLAGS.output_dir, "projected")
+    logging.info("projecting %d slice(s) at %dx%d in %s, %d steps, distance %s", len(names), g.resolution,
+                 g.resolution, settings.space, settings.num_steps, distance.name)
+    summary = projection.project_files(g, names, targets, settings, out, distance, FLAGS.project_batch)
+    logging.info("projected %d slice(s): mean PSNR %.2f dB, SSIM %.3f, %.1f s per slice; outputs in %s",
+                 len(names), summary["mean_psnr"], summary["mean_ssim"], summary["seconds_per_target"], out)
+
+
 def configure_logging():
     """Timestamped INFO lines from this project; from libraries (TensorFlow logs its checkpoint
     internals through absl too) only warnings and errors."""
@@ -234,7 +281,8 @@ def main(argv):
                 logging.info("deleted %s", path)
             if not (FLAGS["mode"].present or FLAGS.load):
                 return 0
-        {"train": train, "generate": generate_images, "export": export, "evaluate": evaluate}[FLAGS.mode]()
+        {"train": train, "generate": generate_images, "export": export, "evaluate": evaluate,
+         "project": project}[FLAGS.mode]()
     except (data.DataError, runs.RunError, NonFiniteLossError, ValueError, FileNotFoundError) as e:
         logging.error("%s", e)
         return 1
