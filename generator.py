@@ -95,10 +95,10 @@ class SynthesisNetwork(keras.layers.Layer):
     """
 
     def __init__(self, resolution=64, channels=1, w_dim=512, channel_base=8192, channel_max=256,
-                 fused=False, seed=0, const_std=1.0, **kwargs):
+                 fused=False, seed=0, const_std=0.05, **kwargs):
         super().__init__(**kwargs)
         self.log2_res = check_resolution(resolution)
-        self.const_std = float(const_std)  # the reference starts the constant at N(0, 1)
+        self.const_std = float(const_std)  # Config.const_std; the reference starts it at N(0, 1)
         self.resolution, self.channels, self.w_dim = int(resolution), int(channels), int(w_dim)
         self.channel_base, self.channel_max = int(channel_base), int(channel_max)
         self.fused, self.seed = bool(fused), int(seed)
@@ -168,7 +168,7 @@ class Generator(keras.Model):
     """
 
     def __init__(self, resolution=64, channels=1, z_dim=512, w_dim=512, mapping_layers=8,
-                 channel_base=8192, channel_max=256, fused=False, seed=0, const_std=1.0, **kwargs):
+                 channel_base=8192, channel_max=256, fused=False, seed=0, const_std=0.05, **kwargs):
         super().__init__(**kwargs)
         self.resolution, self.channels = int(resolution), int(channels)
         self.const_std = float(const_std)
