@@ -197,7 +197,8 @@ def generate_images():
         paths = projection.write_projected_images(g, FLAGS.projected_w, out)
         logging.info("rendered %d projected latents from %s to %s", len(paths), FLAGS.projected_w, out)
         return
-    g = load_generator()
+    g = projection.load_networks(FLAGS.output_dir, FLAGS.checkpoint, FLAGS.exported)[0] if FLAGS.checkpoint \
+        else load_generator()
     out = training.Paths(FLAGS.output_dir).generated
     seeds = list(range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.num_images))
     generate.write_images(out, g, seeds, FLAGS.psi)
