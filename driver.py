@@ -144,7 +144,8 @@ flags.DEFINE_string("inception_weights", None, "evaluate: local InceptionV3 'not
 
 # Projection (see README, "Projection and anomaly maps").
 flags.DEFINE_string("target", None, "project: one slice image to reconstruct (colour is converted to gray, other "
-                    "sizes padded to a square and resized, as training data).")
+                    "sizes padded to a square and resized, as training data), with the latest checkpoint in "
+                    "--output_dir, the one --checkpoint names, or an --exported generator.")
 flags.DEFINE_string("target_dir", None, "project: a folder of slice images (searched recursively, masks skipped), "
                     "optimised --project_batch at a time.")
 flags.DEFINE_enum("project_space", "w", list(projection.SPACES), "project: optimise one w for every layer (w) or "

@@ -290,7 +290,7 @@ def vgg16_features(weights, resolution):
     if weights is not None and not os.path.isfile(weights):
         raise FileNotFoundError(f"no VGG16 weights file at {weights}: pass the path of "
                                 f"vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5, or choose another distance")
-    size = max(resolution, VGG16_MIN_SIZE)
+    size = max(resolution or 0, VGG16_MIN_SIZE)
     vgg = keras.applications.VGG16(include_top=False, weights=weights, input_shape=(size, size, 3))
     model = keras.Model(vgg.input, [vgg.get_layer(name).output for name in VGG16_LAYERS])
     model.trainable = False
@@ -716,7 +716,8 @@ def write_target_outputs(folder, name, target, result, index, space, sigma):
 
 def project_files(g, names, targets, settings, out_dir, distance, batch_size=8, progress=None):
     """Project uint8 `targets` [N, R, R, C] named `names` in batches; write `out_dir/<name>/` and
-    `out_dir/summary.json`. Returns the summary dict."""
+    `out_dir/summary.json`. `progress`: True for a progress bar, False for log lines every few
+    seconds, None for a bar only on a terminal. Returns the summary dict."""
     if targets.shape[1] != g.resolution or targets.shape[-1] != g.channels:
         raise ValueError(f"targets are {targets.shape[1:]}, the generator makes "
                          f"{(g.resolution, g.resolution, g.channels)}")

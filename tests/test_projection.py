@@ -491,6 +491,8 @@ def test_command_line_projects_from_a_checkpoint_and_generate_renders_the_latent
         rendered = np.asarray(Image.open(out / "generated" / f"projected_case_9_slice_{i}.png"))
         expected = np.asarray(Image.open(out / "projected" / f"case_9_slice_{i}" / "reconstruction.png"))
         np.testing.assert_array_equal(rendered, expected)
+    cli(out, "--mode=generate", "--checkpoint=2", "--num_images=2")                 # seeds, from a chosen checkpoint
+    assert os.path.exists(out / "generated" / "seed0001.png")
     bad = cli(out, "--mode=project", f"--target={tmp_path / 'missing.png'}", expect=1)
     assert "missing.png does not exist" in bad.stderr
     with pytest.raises(runs.RunError, match="no checkpoint"):

@@ -232,6 +232,8 @@ def lesion_set(images, levels, means, resolution, n, seed):
     """Up to n lesioned copies of the slices with enough brain: (indices, lesioned, masks, regions, kinds)."""
     regions = np.stack([brain_region(m, resolution) for m in mean_for(levels, means)])
     usable = np.flatnonzero(regions.mean(axis=(1, 2)) >= MIN_BRAIN_FRACTION)
+    if not len(usable):
+        raise ValueError(f"no slice has a brain region of {MIN_BRAIN_FRACTION:.0%} of the image to put lesions in")
     chosen = usable[evenly_spaced(len(usable), n)]
     rng = np.random.default_rng(seed)
     kinds = lesion_kinds()
