@@ -416,7 +416,8 @@ def main():
     parser.add_argument("run_dir", help="a training run folder (its checkpoints/ are used)")
     parser.add_argument("--data_dir", default=os.path.join("..", "shared", "data", "oasis1_fullhead"),
                         help="real slices in the COMP3710 layout (train and validate splits)")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint step or path (default: the latest)")
+    parser.add_argument("--checkpoint", default=None, help="which checkpoint, as driver.py's --checkpoint "
+                        "(default: driver.py's default)")
     parser.add_argument("--slices", type=int, default=100, help="held-out slices, and as many training slices")
     parser.add_argument("--lesions", type=int, default=64, help="lesioned held-out slices")
     parser.add_argument("--steps", type=int, default=1000, help="projection steps (the reference's 1000)")
@@ -437,8 +438,15 @@ def main():
     parser.add_argument("--seed", type=int, default=0, help="lesion placement and projection seed")
     args = parser.parse_args()
     logging.set_verbosity(logging.INFO)
+    try:
+        study_run(args)
+    except (data.DataError, ValueError, FileNotFoundError, RuntimeError) as e:   # RunError is a RuntimeError
+        sys.exit(f"projection_eval: {e}")
 
-    g, d = P.load_networks(args.run_dir, args.checkpoint)
+
+def study_run(args):
+    # Without --checkpoint, load_networks' own default (the project's rule for which checkpoint) applies.
+    g, d = P.load_networks(args.run_dir, args.checkpoint) if args.checkpoint else P.load_networks(args.run_dir)
     resolution = g.resolution
     _, val_levels, _, val_images = load_split(args.data_dir, "validate", resolution)
     _, train_levels, train_subjects, train_images = load_split(args.data_dir, "train", resolution)
