@@ -39,5 +39,6 @@ def checkpoint_variables(out):
 
 
 def digest(folder):
-    return {name: hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest()
-            for name in sorted(os.listdir(folder))}
+    """{path relative to folder: sha256} of every file below `folder` (checkpoints/best/ included)."""
+    files = [os.path.relpath(os.path.join(root, name), folder) for root, _, names in os.walk(folder) for name in names]
+    return {name: hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest() for name in sorted(files)}
