@@ -4,7 +4,7 @@ Lives here: `StyleGAN2` (one D step per critic step with lazy R1 or gradient pen
 with lazy path-length regularisation and style mixing, generator EMA, w_avg tracking, optional
 adaptive augmentation), the Adam defaults with the lazy-regularisation correction, and the
 callback that stops a diverged run. Not here: the networks (generator.py, discriminator.py), the
-loss formulas (losses.py), data (data.py), checkpoints and outputs (driver.py, training.py).
+loss formulas (losses.py), data (data.py), checkpoints (runs.py) and outputs (training.py).
 
 Randomness: every draw is stateless, keyed by (config.seed, step, purpose) (`stream_seed`), and made for the
 global batch before each replica keeps its slice. So a step is reproducible, resumes exactly from

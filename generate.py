@@ -1,7 +1,7 @@
 """Using a trained generator: seeded images, style-mixing grids, latent interpolations, export.
 
 Lives here: everything that turns a trained EMA generator (from a checkpoint or an exported
-`.keras` file) into files. Not here: training or checkpoints (training.py), drawing (visualize.py).
+`.keras` file) into files. Not here: training (training.py), checkpoints (runs.py), drawing (visualize.py).
 A seed always gives the same latent z, so the same seed gives the same image.
 """
 

@@ -12,7 +12,7 @@ the axial levels, by a ridge regressor of the level trained on real training sli
 slices per run.
 
 Lives here: this study only (a measurement script, not part of the package). The metrics' maths is
-metrics.py, loading is data.py and training.py's `load_for_inference`.
+metrics.py, loading is data.py and runs.py's `load_for_inference`.
 """
 
 import argparse
