@@ -18,6 +18,7 @@ class Config:
     # Data.
     resolution: int = 64               # pixels per side, power of two from 8 to 1024
     channels: int = 1                  # image channels; 1 = grayscale MRI
+    mirror: bool = True                # flip each real slice left-right with probability 1/2 (x2 data)
     # Networks.
     z_dim: int = 512
     w_dim: int = 512
@@ -113,7 +114,7 @@ class Config:
 
 
 # What a configuration saved before these fields existed meant by leaving them out.
-BEFORE_FIELD = {"const_std": 0.05, "d_downsample": "decimate"}
+BEFORE_FIELD = {"const_std": 0.05, "d_downsample": "decimate", "mirror": True}
 
 PRESETS = {
     # The plain `python driver.py` run: about 11 minutes on 2 CPU cores, recognisable heads.

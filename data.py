@@ -107,10 +107,10 @@ def load_slices(data_dir, resolution, cache_dir, splits=("train",), channels=1, 
     return _tile_channels(slices, channels)
 
 
-def make_dataset(images, batch_size, seed=0, channels=1):
+def make_dataset(images, batch_size, seed=0, channels=1, mirror=True):
     """Endless stream of float32 batches [batch_size, R, R, channels] in [-1, 1] from uint8 `images`
-    [N, R, R, C]: every epoch a fresh permutation, each image mirrored left-right with probability
-    1/2 (brains are roughly symmetric), batches of exactly `batch_size`, prefetched.
+    [N, R, R, C]: every epoch a fresh permutation, with `mirror` each image flipped left-right with
+    probability 1/2 (brains are roughly symmetric), batches of exactly `batch_size`, prefetched.
 
     The order and the flips are a pure function of (`seed`, position in the stream), computed with
     stateless random ops, so `make_dataset(...).skip(k)` yields exactly what an uninterrupted run saw
@@ -128,6 +128,8 @@ def make_dataset(images, batch_size, seed=0, channels=1):
 
     def make_batch(step, index, pool):
         x = tf.cast(tf.gather(pool, index), tf.float32) / 127.5 - 1.0         # [B, R, R, C]
+        if not mirror:
+            return x
         flip = tf.random.stateless_uniform([batch_size], seed=[seed, 2 * step + 1]) < 0.5
         return tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
 
@@ -210,28 +212,7 @@ def find_files(data_dir, splits=("train",)):
         raise DataError(f"{data_dir} looks like a segmentation folder (masks, not MRI); point --data_dir at the "
                         f"images, e.g. keras_png_slices_data or keras_png_slices_train")
 
-    found, skipped = [], {"segmentation": 0, "other": 0}    # found: (path, split or None)
-    seen = set()
-    for folder, subfolders, names in os.walk(data_dir, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:                     # a link back up the tree
-            subfolders[:] = []
-            continue
-        seen.add(real)
-        relative = os.path.relpath(folder, data_dir)
-        parts = [root_name] + ([] if relative == "." else relative.split(os.sep))
-        split = next((s for s in map(split_of, reversed(parts)) if s), None)
-        skipped["segmentation"] += sum(is_segmentation(d) for d in subfolders)
-        subfolders[:] = sorted(d for d in subfolders if not is_segmentation(d) and not d.startswith("."))
-        for name in names:
-            kind = file_kind(name)
-            if name.startswith(".") or kind is None:               # .hdr headers are read with their .img
-                skipped["other"] += not name.lower().endswith(".hdr")
-            elif is_segmentation(name):
-                skipped["segmentation"] += 1
-            else:
-                found.append((os.path.join(folder, name), split))
-
+    found, skipped = _walk(data_dir, root_name)
     present = sorted({s for _, s in found if s})
     if split_of(root_name):
         if splits != ("all",) and splits != (split_of(root_name),):
@@ -257,6 +238,65 @@ def find_files(data_dir, splits=("train",)):
         logging.info("data: skipped %d segmentation folders/files (masks are never training data)",
                      skipped["segmentation"])
     return sorted(files)
+
+
+def _walk(data_dir, root_name):
+    """Every slice file or volume under `data_dir` as (path, split or None), and the counts of what
+    was skipped: {"segmentation": masks, "other": files that are neither}."""
+    found, skipped = [], {"segmentation": 0, "other": 0}
+    seen = set()
+    for folder, subfolders, names in os.walk(data_dir, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:                     # a link back up the tree
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        relative = os.path.relpath(folder, data_dir)
+        parts = [root_name] + ([] if relative == "." else relative.split(os.sep))
+        split = next((s for s in map(split_of, reversed(parts)) if s), None)
+        skipped["segmentation"] += sum(is_segmentation(d) for d in subfolders)
+        subfolders[:] = sorted(d for d in subfolders if not is_segmentation(d) and not d.startswith("."))
+        for name in names:
+            kind = file_kind(name)
+            if name.startswith(".") or kind is None:               # .hdr headers are read with their .img
+                skipped["other"] += not name.lower().endswith(".hdr")
+            elif is_segmentation(name):
+                skipped["segmentation"] += 1
+            else:
+                found.append((os.path.join(folder, name), split))
+    return found, skipped
+
+
+def survey(data_dir, splits=("train",), exclude_subjects=()):
+    """What `load_slices` would train on, without decoding or caching anything: a dict with the
+    files and subjects per split folder, the training files and subjects after `exclude_subjects`,
+    the held-out subjects, what was skipped, and the first training file's size (for a volume, its
+    shape). For the synthetic phantom (data_dir None), its slice count."""
+    if data_dir is None:
+        return {"folder": None, "training_files": SYNTHETIC_COUNT, "training_subjects": [], "held_out": [],
+                "splits": {}, "skipped": {}, "first_file_size": None}
+    files = find_files(data_dir, splits)
+    kept = filter_subjects(files, exclude_subjects, None, data_dir)
+    found, skipped = _walk(os.path.expanduser(str(data_dir)), os.path.basename(os.path.normpath(
+        os.path.abspath(os.path.expanduser(str(data_dir))))))
+    skipped["broken links"] = sum(not os.path.exists(p) for p, _ in found)
+    per_split = {}
+    for path, split in found:
+        entry = per_split.setdefault(split or "(no split folder)", {"files": 0, "subjects": set()})
+        entry["files"] += 1
+        entry["subjects"].add(subject_of(path))
+    first, size = next((p for p in kept if os.path.exists(p)), None), None
+    if first is not None and file_kind(os.path.basename(first)) == "image":
+        with Image.open(first) as image:
+            size = f"{image.width}x{image.height}"
+    elif first is not None:
+        size = "x".join(map(str, decode_volume(first).shape))
+    subjects = lambda paths: sorted({subject_of(p) for p in paths} - {None})  # noqa: E731
+    return {"folder": data_dir, "training_files": len(kept), "training_subjects": subjects(kept),
+            "held_out": sorted(set(subjects(files)) - set(subjects(kept))),
+            "splits": {k: {"files": v["files"], "subjects": len(v["subjects"] - {None})}
+                       for k, v in sorted(per_split.items())},
+            "skipped": skipped, "first_file_size": size}
 
 
 def split_folders(data_dir):

@@ -5,10 +5,16 @@
     python driver.py --load weights                   # resume the last run where it stopped
     python driver.py --clear samples|cache|both       # delete outputs (add --mode train to train after)
     python driver.py --clear checkpoints              # discard the run in --output_dir (to start a new one)
-    python driver.py --mode generate --num_images 64 --psi 0.7
+    python driver.py --dry_run --data_dir DATA        # settings, data, sizes and speed; writes nothing
+    python driver.py --init_from OLD_RUN --data_dir NEW_DATA --output_dir NEW_RUN   # fine-tune
+    python driver.py --mode generate --seeds 0-35 --psi 0.7
     python driver.py --mode export                    # EMA generator as a .keras file
     python driver.py --mode evaluate                  # quality metrics against real slices
     python driver.py --mode project --target slice.png  # find a slice in latent space, with an anomaly map
+
+Exit status: 0 success; 1 a problem with the input, data or run folder, told in one line that
+says what to do (nothing already saved is lost); 2 a usage error that absl finds while reading
+the flags (an unknown flag, a value of the wrong type or outside its range).
 
 Flags live here and only here; everything else takes plain arguments (training.RunOptions,
 config.Config, runs.Paths). `python driver.py --help` lists every flag with its default.
@@ -42,12 +48,14 @@ from absl import app, flags, logging  # noqa: E402
 
 import config as config_module  # noqa: E402
 import data  # noqa: E402
+import evaluation  # noqa: E402
 import projection  # noqa: E402
 import runs  # noqa: E402
 import training  # noqa: E402
 from gan import NonFiniteLossError  # noqa: E402
 
 DEFAULT = config_module.PRESETS["quick"]
+USER_ERROR, USAGE_ERROR = 1, 2    # exit statuses (0: success); see the module docstring
 FLAGS = flags.FLAGS
 
 # What to do.
@@ -72,6 +80,14 @@ flags.DEFINE_string("data_dir", None, "OASIS slices (PNG/JPEG/TIFF folder, e.g. 
 flags.DEFINE_list("splits", ["train"], "COMP3710 splits to train on (train, validate, test or all); "
                   "segmentation folders are never used.")
 flags.DEFINE_list("exclude_subjects", [], "Subject ids to hold out of training (files case_<id>_*), e.g. for evaluation.")
+flags.DEFINE_string("init_from", None, "train: start a new run from the weights of another run (its --output_dir): "
+                    "generator, EMA and discriminator of its best checkpoint (else latest), with fresh optimizers and "
+                    "counters, for fine-tuning on new "
+                    "data or at a new learning rate. Settings come from that run, overridden by the flags you "
+                    "type; the networks' shapes must match.")
+flags.DEFINE_boolean("dry_run", False, "train: resolve the settings, scan the data (files per split, skipped "
+                     "files, subjects, slice size), count parameters and time a few steps, then exit without "
+                     "writing anything.")
 # What to train (defaults: the 'quick' preset, about 11 minutes on 2 CPU cores).
 flags.DEFINE_enum("preset", "quick", list(config_module.PRESETS), "Named settings to start from; flags below "
                   "override them. quick: 32x32 CPU demo; reference: the 64x64 benchmark model; paper: config-f sizes.")
@@ -93,6 +109,8 @@ flags.DEFINE_integer("z_dim", DEFAULT.z_dim, "Latent z size.")
 flags.DEFINE_integer("w_dim", DEFAULT.w_dim, "Style w size.")
 flags.DEFINE_integer("channel_base", DEFAULT.channel_base, "Feature maps at resolution r: min(channel_base / r, channel_max).")
 flags.DEFINE_integer("channel_max", DEFAULT.channel_max, "Most feature maps in any layer.")
+flags.DEFINE_boolean("mirror", DEFAULT.mirror, "Flip each real slice left-right with probability 1/2 "
+                     "(brains are nearly symmetric; --nomirror for data where left and right differ).")
 flags.DEFINE_float("style_mixing_prob", DEFAULT.style_mixing_prob, "Probability of style-mixing regularisation.")
 flags.DEFINE_float("const_std", DEFAULT.const_std, "Initial standard deviation of the generator's learned 4x4 "
                    "constant; StyleGAN2 uses 1.0 (README, Differences from the reference).")
@@ -122,11 +140,24 @@ flags.DEFINE_integer("keep_checkpoints", 3, "How many recent checkpoints to keep
 flags.DEFINE_integer("num_images", 16, "generate: how many images; evaluate: how many generated images "
                      "(default: as many as the real reference set).", lower_bound=1)
 flags.DEFINE_integer("first_seed", 0, "generate: images use seeds first_seed, first_seed+1, ...")
+flags.DEFINE_string("seeds", None, "generate: the seeds to render as numbers and ranges, e.g. 0-35,40 (instead "
+                    "of --first_seed and --num_images).")
 flags.DEFINE_float("psi", 1.0, "Truncation psi for generate (1 = off, smaller = more typical, less varied).")
+flags.DEFINE_integer("truncation_cutoff", None, "generate: truncate only the first this many style layers "
+                     "(coarse: head shape and level); default all.", lower_bound=1)
+flags.DEFINE_string("mix_rows", None, "generate: seeds of the style-mixing grid's rows (their fine styles stay), "
+                    "e.g. 0-4; default the first 5 seeds.")
+flags.DEFINE_string("mix_cols", None, "generate: seeds of the style-mixing grid's columns (they give the "
+                    "--mix_layers styles); default the next 6 seeds.")
+flags.DEFINE_string("mix_layers", "0-3", "generate: the style layers the columns give, e.g. 0-3 (coarse: anatomy "
+                    "and level) or 4-9 (fine: contrast and texture).")
+flags.DEFINE_string("outdir", None, "generate, project: where the images go (default: --output_dir/generated, "
+                    "--output_dir/projected).")
 flags.DEFINE_enum("noise_mode", "const", ["const", "random", "none"],
                   "generate: per-layer noise: const (one fixed map per layer: the same seed gives the same image), "
                   "random (fresh noise, as in training and evaluation) or none.")
-flags.DEFINE_string("exported", None, "generate: use this exported .keras generator instead of a checkpoint.")
+flags.DEFINE_string("exported", None, "generate, evaluate, project: use this exported .keras generator instead of "
+                    "a checkpoint.")
 flags.DEFINE_string("checkpoint", "auto", "generate, export, evaluate, project: which checkpoint of --output_dir: best (lowest "
                     "held-out SWD, kept when training with --eval_kimg), latest, a step number, or a checkpoint path; "
                     "auto = best when the run kept one, else latest.")
@@ -139,6 +170,11 @@ flags.DEFINE_list("eval_splits", ["validate"], "COMP3710 splits of --eval_dir to
 flags.DEFINE_list("eval_subjects", [], "Evaluate against only these subjects (default: the --exclude_subjects, "
                   "i.e. the held-out ones, taken from --splits).")
 flags.DEFINE_integer("eval_images", 500, "Generated images per periodic evaluation during training.", lower_bound=2)
+flags.DEFINE_list("metrics", None, "evaluate: the metrics to compute, from "
+                  + "; ".join(f"{k}: {v}" for k, v in evaluation.METRICS.items())
+                  + ". Default: every one that runs offline (fid, kid and pr only with InceptionV3 weights).")
+flags.DEFINE_list("eval_metrics", ["swd"], "train: the metrics of each periodic evaluation (--eval_kimg), from "
+                  + ", ".join(evaluation.METRICS) + "; must include swd, which picks the best checkpoint.")
 flags.DEFINE_string("inception_weights", None, "evaluate: local InceptionV3 'notop' .h5 weights for FID/KID/precision/"
                     "recall when Keras cannot download them (without either, those metrics are skipped).")
 
@@ -168,33 +204,76 @@ flags.DEFINE_string("projected_w", None, "generate: render the latents of a proj
 
 
 def config_from_flags():
-    """The chosen preset, overridden by every Config flag the user typed. Returns (config, typed names)."""
-    preset = config_module.PRESETS[FLAGS.preset]
+    """The chosen preset (or, with --init_from, that run's settings), overridden by every Config flag
+    the user typed. Returns (config, typed names)."""
+    base = runs.read_config(runs.Paths(FLAGS.init_from)) if FLAGS.init_from else config_module.PRESETS[FLAGS.preset]
     fields = {f.name for f in dataclasses.fields(config_module.Config)}
     typed = {name for name in fields if name in FLAGS and FLAGS[name].present}
-    config = preset.replace(**{name: FLAGS[name].value for name in typed})
+    config = base.replace(**{name: FLAGS[name].value for name in typed})
     if FLAGS.r1_gamma and config.resolved_r1_gamma == 0.0:            # set by hand for a loss without R1
         raise ValueError(f"--r1_gamma applies to the logistic and hinge losses, not --loss={config.loss}")
     return config, typed
 
 
 def run_options():
+    if FLAGS.init_from and FLAGS.load:
+        raise ValueError("--init_from starts a new run from another run's weights; --load weights resumes the run "
+                         "in --output_dir: give one of them")
+    eval_metrics = evaluation.check_metrics(FLAGS.eval_metrics, "--eval_metrics")
+    if "swd" not in eval_metrics:
+        raise ValueError("--eval_metrics must include swd: it picks the best checkpoint")
     return training.RunOptions(
         output_dir=FLAGS.output_dir, data_dir=FLAGS.data_dir, splits=tuple(FLAGS.splits),
         tick_kimg=FLAGS.tick_kimg, keep_checkpoints=FLAGS.keep_checkpoints, resume=FLAGS.load == "weights",
         strategy=FLAGS.strategy, exclude_subjects=tuple(FLAGS.exclude_subjects),
         progress=sys.stderr.isatty(), eval_kimg=FLAGS.eval_kimg, eval_dir=FLAGS.eval_dir,
         eval_splits=tuple(FLAGS.eval_splits), eval_subjects=tuple(FLAGS.eval_subjects or FLAGS.exclude_subjects),
-        eval_images=FLAGS.eval_images)
+        eval_images=FLAGS.eval_images, eval_metrics=eval_metrics, inception_weights=FLAGS.inception_weights,
+        init_from=FLAGS.init_from)
 
 
 def train():
     config, typed = config_from_flags()
     options = run_options()
+    if FLAGS.dry_run:
+        return dry_run(config, typed, options)
     gan = training.train(config, options, typed)
     paths = runs.Paths(FLAGS.output_dir)
     logging.info("done at %g kimg: samples in %s, checkpoints in %s",
                  int(gan.images_seen.numpy()) / 1000, paths.samples, paths.checkpoints)
+
+
+def dry_run(config, typed, options):
+    """Print what `train` would do (settings, data, network sizes, speed) and write nothing."""
+    paths = runs.Paths(options.output_dir)
+    if options.resume:
+        config, _ = runs.resolve_resume_config(paths, config, typed)
+    elif os.path.isdir(paths.checkpoints):
+        runs.refuse_overwrite(paths)
+    found = data.survey(options.data_dir, options.splits, options.exclude_subjects)
+    source = "resumed run" if options.resume else f"--init_from {options.init_from}" if options.init_from \
+        else f"preset {FLAGS.preset}"
+    print(f"settings ({source}; * = typed):")
+    for field in dataclasses.fields(config):
+        print(f"  {field.name:18s} {getattr(config, field.name)!r}{' *' if field.name in typed else ''}")
+    print(f"  {'r1_gamma in use':18s} {config.resolved_r1_gamma:g}")
+    print(f"data: {found['folder'] or 'built-in synthetic slices'}")
+    for split, counts in found["splits"].items():
+        print(f"  {split:18s} {counts['files']} files, {counts['subjects']} subjects")
+    print(f"  {'training':18s} {found['training_files']} files ({', '.join(options.splits)}), "
+          f"{len(found['training_subjects'])} subjects; held out: {', '.join(found['held_out']) or 'none'}")
+    if found["skipped"]:
+        print("  skipped            " + ", ".join(f"{n} {kind}" for kind, n in found["skipped"].items()))
+    if found["first_file_size"]:
+        print(f"  slice size         {found['first_file_size']} (first file), trained at "
+              f"{config.resolution}x{config.resolution}")
+    gan, seconds_per_kimg = training.time_steps(config)
+    print(f"parameters: generator {gan.generator.count_params():,} (mapping {gan.generator.mapping.count_params():,}), "
+          f"discriminator {gan.discriminator.count_params():,}")
+    print(f"speed: {seconds_per_kimg:.1f} s/kimg for the training step ({config.batch_size} images a step), so "
+          f"--kimg {config.kimg:g} takes about {training.format_seconds(seconds_per_kimg * config.kimg)} before "
+          f"ticks and evaluation")
+    print("dry run: nothing written")
 
 
 def load_generator():
@@ -208,26 +287,31 @@ def load_generator():
 def generate_images():
     import generate
     import visualize
+    out = FLAGS.outdir or runs.Paths(FLAGS.output_dir).generated
     if FLAGS.projected_w:
         g, _ = projection.load_networks(FLAGS.output_dir, FLAGS.checkpoint, FLAGS.exported)
-        out = runs.Paths(FLAGS.output_dir).generated
         paths = projection.write_projected_images(g, FLAGS.projected_w, out)
         logging.info("rendered %d projected latents from %s to %s", len(paths), FLAGS.projected_w, out)
         return
     if not 0.0 <= FLAGS.psi <= 1.0:
         logging.warning("--psi %g is outside [0, 1]: psi > 1 exaggerates each image's distance from the average "
                         "(more artefacts), psi < 0 mirrors it; 1 is off, 0.5-0.8 is the usual range", FLAGS.psi)
+    seeds = (generate.parse_ranges(FLAGS.seeds) if FLAGS.seeds
+             else list(range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.num_images)))
+    rows = generate.parse_ranges(FLAGS.mix_rows, "--mix_rows") if FLAGS.mix_rows else seeds[:5]
+    cols = generate.parse_ranges(FLAGS.mix_cols, "--mix_cols") if FLAGS.mix_cols else seeds[5:11] or seeds[:5]
+    layers = generate.parse_ranges(FLAGS.mix_layers, "--mix_layers")
     g = load_generator()
-    out = runs.Paths(FLAGS.output_dir).generated
-    seeds = list(range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.num_images))
-    generate.write_images(out, g, seeds, FLAGS.psi, noise_mode=FLAGS.noise_mode)
-    visualize.save_grid(os.path.join(out, "style_mixing.png"),
-                        generate.style_mixing_grid(g, seeds[:5], seeds[5:11] or seeds[:5], psi=FLAGS.psi), columns=None)
-    frames = generate.interpolation(g, (seeds * 2)[:4], psi=FLAGS.psi)
+    truncation = {"psi": FLAGS.psi, "truncation_cutoff": FLAGS.truncation_cutoff}
+    generate.write_images(out, g, seeds, noise_mode=FLAGS.noise_mode, **truncation)
+    grid = generate.style_mixing_grid(g, rows, cols, layers, noise_mode=FLAGS.noise_mode, **truncation)
+    visualize.save_grid(os.path.join(out, "style_mixing.png"), grid, columns=len(cols) + 1)
+    frames = generate.interpolation(g, (seeds * 2)[:4], **truncation)
     visualize.save_grid(os.path.join(out, "interpolation.png"), frames[::3], columns=len(frames[::3]))
     visualize.save_gif(os.path.join(out, "interpolation.gif"), frames)
-    logging.info("wrote %d images (seeds %d-%d, psi %.2f), grid.png, style_mixing.png and interpolation.gif to %s",
-                 len(seeds), seeds[0], seeds[-1], FLAGS.psi, out)
+    logging.info("wrote %d images (seeds %s, psi %.2f), grid.png, style_mixing.png (rows %s, columns %s, layers "
+                 "%s) and interpolation.gif to %s", len(seeds), FLAGS.seeds or f"{seeds[0]}-{seeds[-1]}", FLAGS.psi,
+                 rows, cols, layers, out)
 
 
 def export():
@@ -238,12 +322,12 @@ def export():
 
 
 def evaluate():
-    import evaluation
-    report = evaluation.evaluate_run(runs.Paths(FLAGS.output_dir), training.reference_parts(run_options()),
-                                     num_images=FLAGS.num_images if FLAGS["num_images"].present else None,
-                                     inception_weights=FLAGS.inception_weights, checkpoint=FLAGS.checkpoint)
-    logging.info("evaluation: %s", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                             for k, v in report.items()))
+    options = run_options()
+    names = evaluation.check_metrics(FLAGS.metrics) if FLAGS.metrics else None
+    evaluation.evaluate_run(runs.Paths(FLAGS.output_dir), options.reference_parts,
+                            num_images=FLAGS.num_images if FLAGS["num_images"].present else None,
+                            inception_weights=FLAGS.inception_weights, checkpoint=FLAGS.checkpoint,
+                            exported=FLAGS.exported, names=names)
 
 
 def project():
@@ -253,7 +337,7 @@ def project():
     g, d = projection.load_networks(FLAGS.output_dir, FLAGS.checkpoint, FLAGS.exported)
     distance = projection.make_distance(settings.distance, d, FLAGS.vgg16_weights, g.resolution)
     names, targets = projection.load_targets(FLAGS.target, FLAGS.target_dir, g.resolution, g.channels)
-    out = os.path.join(FLAGS.output_dir, "projected")
+    out = FLAGS.outdir or os.path.join(FLAGS.output_dir, "projected")
     logging.info("projecting %d slice(s) at %dx%d in %s, %d steps, distance %s", len(names), g.resolution,
                  g.resolution, settings.space, settings.num_steps, distance.name)
     summary = projection.project_files(g, names, targets, settings, out, distance, FLAGS.project_batch)
@@ -272,9 +356,19 @@ def configure_logging():
     logging.set_verbosity(logging.INFO)
 
 
+def parse_flags(argv):
+    """absl's flag parsing, with exit status 2 for a usage error (absl's own is 1, which here means
+    a user error found while running)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        sys.stderr.write(f"FATAL Flags parsing error: {error}\nPass --help to see every flag.\n")
+        sys.exit(USAGE_ERROR)
+
+
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags look like --name=value", exitcode=USAGE_ERROR)
     configure_logging()
     try:
         if FLAGS.clear:
@@ -286,9 +380,9 @@ def main(argv):
          "project": project}[FLAGS.mode]()
     except (data.DataError, runs.RunError, NonFiniteLossError, ValueError, FileNotFoundError) as e:
         logging.error("%s", e)
-        return 1
+        return USER_ERROR
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

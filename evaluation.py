@@ -1,21 +1,26 @@
 """Evaluating a generator: metrics of generated against real slices, and the JSON report.
 
-Lives here: `swd_report` (cheap, for the training loop), `evaluate_images` (every metric of two
-image sets, as one flat dict) and `evaluate_run` (latest checkpoint + reference slices -> report
-files in the run's `evaluation/` folder). Not here: the metrics' maths (metrics.py), flags
-(driver.py), checkpoints (runs.py), data loading (data.py).
+Lives here: the metric names (`METRICS`), `reference_parts` (which real slices a run is judged
+against), `evaluate_images` (chosen metrics of two image sets, as one flat dict, used by training's
+periodic evaluation too), `summary_lines` and `evaluate_run` (a checkpoint or exported generator +
+reference slices -> report files and the SWD curve in the run's `evaluation/` folder). Not here:
+the metrics' maths (metrics.py), flags (driver.py), checkpoints (runs.py), data loading (data.py).
 
 Reports are flat dicts of numbers so they log on one line and compare across checkpoints. Metrics
 that need InceptionV3 features are None when its weights are unavailable; the rest still run.
 """
 
 import functools
+import json
 import os
 
 import numpy as np
 from absl import logging
 
+import data
+import generate
 import metrics
+import runs
 import visualize
 
 MIN_IMAGES = 256  # fewer generated images than this make SWD and KID too noisy to compare runs
@@ -33,19 +38,56 @@ def swd_report(generated, reals, seed=0):
     return report
 
 
-def evaluate_images(generated, reals, feature_fn=None, seed=0):
-    """Every metric of `generated` against `reals` (both [N, R, R, C] in [-1, 1]) as one flat dict.
+METRICS = {
+    "swd": "sliced Wasserstein distance per pyramid level, x1e3 (cheap; lower is better)",
+    "msssim": "diversity, mean pairwise MS-SSIM of generated and of real slices (closer to the real's is better)",
+    "fid": "Frechet Inception distance (needs InceptionV3 weights; lower is better)",
+    "kid": "kernel Inception distance, unbiased (needs InceptionV3 weights; lower is better)",
+    "pr": "precision and recall in Inception features (needs InceptionV3 weights; higher is better)",
+}
+INCEPTION_METRICS = ("fid", "kid", "pr")
+
+
+def check_metrics(names, flag="--metrics"):
+    """The metric names in `names` (any order, repeats dropped), or ValueError naming the unknown ones."""
+    names = tuple(dict.fromkeys(n.strip().lower() for n in names if n.strip()))
+    unknown = [n for n in names if n not in METRICS]
+    if unknown or not names:
+        raise ValueError(f"{flag}: unknown metric {', '.join(unknown) or '(none given)'}; choose from "
+                         + "; ".join(f"{k}: {v}" for k, v in METRICS.items()))
+    return names
+
+
+def offline_metrics(inception_weights=None):
+    """Every metric that can run without a download: the Inception ones only with a local weights
+    file (`inception_weights`, or Keras's copy in ~/.keras/models)."""
+    cached = os.path.join(os.path.expanduser("~"), ".keras", "models", metrics.INCEPTION_WEIGHTS_FILE)
+    if inception_weights or os.path.isfile(cached):
+        return tuple(METRICS)
+    logging.info("FID, KID, precision and recall skipped: no local InceptionV3 weights (--inception_weights; "
+                 "%s)", metrics.INCEPTION_URL)
+    return tuple(n for n in METRICS if n not in INCEPTION_METRICS)
+
+
+def evaluate_images(generated, reals, feature_fn=None, seed=0, names=tuple(METRICS)):
+    """The metrics `names` (see METRICS) of `generated` against `reals` (both [N, R, R, C] in
+    [-1, 1]) as one flat dict.
 
     feature_fn: images -> features [N, D] for FID, KID, precision and recall (e.g. a partial of
     `metrics.inception_features`); None, or one that raises `metrics.FeaturesUnavailable`, leaves
-    those four None. Diversity is the mean pairwise MS-SSIM: higher than the real set's means
-    less varied, 1 means every image is the same (mode collapse).
+    those None. Diversity is the mean pairwise MS-SSIM: higher than the real set's means less
+    varied, 1 means every image is the same (mode collapse).
     """
+    names = check_metrics(names)
     report = {"num_generated": len(generated), "num_real": len(reals)}
-    report.update(swd_report(generated, reals, seed))
-    report.update(fid=None, kid=None, precision=None, recall=None)
-    if feature_fn is not None:
+    if "swd" in names:
+        report.update(swd_report(generated, reals, seed))
+    wanted = [n for n in INCEPTION_METRICS if n in names]
+    if wanted:
+        report.update({k: None for n in wanted for k in (("precision", "recall") if n == "pr" else (n,))})
         try:
+            if feature_fn is None:
+                raise metrics.FeaturesUnavailable("no Inception feature function given")
             real_features, fake_features = feature_fn(reals), feature_fn(generated)
         except metrics.FeaturesUnavailable as e:
             logging.warning("%s", e)
@@ -53,58 +95,129 @@ def evaluate_images(generated, reals, feature_fn=None, seed=0):
             if min(len(real_features), len(fake_features)) < real_features.shape[1]:
                 logging.info("FID from fewer images than feature dimensions (%d) is biased upwards: "
                              "compare runs by KID, or FID at equal image counts", real_features.shape[1])
-            report["fid"] = metrics.fid(real_features, fake_features)
-            report["kid"] = metrics.kid(real_features, fake_features, seed=seed)
-            report["precision"], report["recall"] = metrics.precision_recall(real_features, fake_features)
-    report["diversity_generated"] = metrics.mean_pairwise_ms_ssim(generated, seed=seed)
-    report["diversity_real"] = metrics.mean_pairwise_ms_ssim(reals, seed=seed)
+            if "fid" in names:
+                report["fid"] = metrics.fid(real_features, fake_features)
+            if "kid" in names:
+                report["kid"] = metrics.kid(real_features, fake_features, seed=seed)
+            if "pr" in names:
+                report["precision"], report["recall"] = metrics.precision_recall(real_features, fake_features)
+    if "msssim" in names:
+        report["diversity_generated"] = metrics.mean_pairwise_ms_ssim(generated, seed=seed)
+        report["diversity_real"] = metrics.mean_pairwise_ms_ssim(reals, seed=seed)
     return report
+
+
+def summary_lines(report):
+    """One human-readable line per metric in `report` (an `evaluate_images` dict)."""
+    def levels(prefix):
+        keys = sorted((k for k in report if k.startswith(prefix) and k[len(prefix):].isdigit()),
+                      key=lambda k: -int(k[len(prefix):]))
+        return ", ".join(f"{k[len(prefix):]}px {report[k]:.2f}" for k in keys)
+
+    def value(key, digits=4):
+        return "unavailable (no InceptionV3 weights)" if report.get(key) is None else f"{report[key]:.{digits}g}"
+
+    lines = []
+    if "swd_avg" in report:
+        lines.append(f"SWD x1e3 (lower is better): {report['swd_avg']:.2f} average ({levels('swd_')}); "
+                     f"ProGAN normalisation {report['swd_each_avg']:.2f} ({levels('swd_each_')})")
+    if "fid" in report:
+        lines.append(f"FID (lower is better): {value('fid')}")
+    if "kid" in report:
+        lines.append(f"KID (lower is better): {value('kid')}")
+    if "precision" in report:
+        lines.append(f"precision {value('precision', 3)}, recall {value('recall', 3)} (higher is better: "
+                     f"realism and coverage)")
+    if "diversity_generated" in report:
+        lines.append(f"diversity, mean pairwise MS-SSIM: generated {report['diversity_generated']:.3f}, real "
+                     f"{report['diversity_real']:.3f} (higher than real: less varied; 1: one image)")
+    return lines
+
+
+def reference_parts(data_dir, splits=("train",), eval_dir=None, eval_splits=("validate",), eval_subjects=()):
+    """Where the real slices a run is evaluated against come from: a list of (folder, splits,
+    subjects). The `eval_splits` (COMP3710: validate) of `eval_dir` (default: the training data
+    `data_dir`) where that folder has them, together with the held-out `eval_subjects` from the
+    training `splits`; without either, the `eval_splits` as `data.load_slices` reads them (every
+    slice of a folder without split folders, the whole phantom without data)."""
+    folder = eval_dir or data_dir
+    subjects = tuple(eval_subjects)
+    present = data.split_folders(folder) if folder is not None else set()
+    chosen = tuple(s for s in eval_splits if s in present)
+    parts = [(folder, chosen, None)] if chosen else []
+    if subjects:
+        parts.append((folder, tuple(splits), subjects))
+    return parts or [(folder, tuple(eval_splits), None)]
 
 
 def load_reference(parts, resolution, cache_dir, channels=1):
     """The real slices of every (folder, splits, subjects) part, together: uint8 [N, R, R, C]."""
-    import data
     return np.concatenate([data.load_slices(folder, resolution, cache_dir, splits=splits, channels=channels,
                                             subjects=subjects) for folder, splits, subjects in parts])
 
 
-def evaluate_run(paths, reference, num_images=None, seed=0, inception_weights=None, checkpoint="auto"):
-    """Evaluate the EMA generator of a checkpoint in `paths` (`runs.choose_checkpoint`: best where the
-    run kept one, else latest) against real slices.
+def evaluate_run(paths, reference, num_images=None, seed=0, inception_weights=None, checkpoint="auto",
+                 exported=None, names=None):
+    """Evaluate a generator against real slices: the EMA generator of a checkpoint in `paths`
+    (`runs.choose_checkpoint`: best where the run kept one, else latest), or the `exported` .keras file.
 
-    reference: [(folder, splits, subjects)] to compare with (`training.reference_parts`; folder None:
-    the built-in synthetic slices), loaded at the run's resolution. num_images: generated images
+    reference: [(folder, splits, subjects)] to compare with (`reference_parts`; folder None: the
+    built-in synthetic slices), loaded at the generator's resolution. num_images: generated images
     (seeds 0..num_images-1, random per-layer noise as in training); default as many as the
     reference has, at least 256. inception_weights: a local InceptionV3 notop .h5 file for offline
-    use; default Keras's ImageNet download.
-    Writes `report_<images seen, 8 digits>.json` and `latest.json` to `paths.evaluation`; returns the dict.
+    use; default Keras's ImageNet download. names: the metrics (default `offline_metrics`).
+    Writes `report_<images seen, 8 digits>.json` (`report_exported.json`) and `latest.json` to
+    `paths.evaluation`, and for a checkpoint of a run trained with periodic SWD `swd_curve.png`;
+    returns the dict.
     """
-    # Imported here, not at the top: training imports this module for `swd_report`.
-    import data
-    import generate
-    import runs
-
-    gan, config = runs.load_for_inference(paths, checkpoint)
-    images_seen = int(gan.images_seen.numpy())
-    reals = data.to_unit_range(load_reference(reference, config.resolution, paths.cache, config.channels))
+    names = check_metrics(names) if names else offline_metrics(inception_weights)
+    if exported:
+        g, images_seen = generate.load_exported(exported), None
+    else:
+        gan, _ = runs.load_for_inference(paths, checkpoint)
+        g, images_seen = gan.generator_ema, int(gan.images_seen.numpy())
+    reals = data.to_unit_range(load_reference(reference, g.resolution, paths.cache, g.channels))
     count = num_images or max(len(reals), MIN_IMAGES)
-    logging.info("evaluating the checkpoint at %.1f kimg: %d generated against %d real %dx%d slices",
-                 images_seen / 1000, count, len(reals), config.resolution, config.resolution)
+    logging.info("evaluating %s: %d generated against %d real %dx%d slices (%s)",
+                 exported or f"the checkpoint at {images_seen / 1000:g} kimg", count, len(reals), g.resolution,
+                 g.resolution, ", ".join(names))
     generated = []
     for start in range(0, count, 256):
-        generated.append(generate.synthesize(gan.generator_ema, range(start, min(start + 256, count)),
-                                             noise_mode="random"))
+        generated.append(generate.synthesize(g, range(start, min(start + 256, count)), noise_mode="random"))
         logging.info("generated %d/%d images", start + len(generated[-1]), count)
     generated = np.concatenate(generated)                                        # [count, R, R, C]
     feature_fn = functools.partial(metrics.inception_features, weights=inception_weights or "imagenet")
-    report = {"kimg": images_seen / 1000, "resolution": config.resolution, "seed": seed,
+    report = {"kimg": None if images_seen is None else images_seen / 1000, "resolution": g.resolution,
+              "seed": seed, "exported": exported,
               "reference": [{"folder": folder or "synthetic", "splits": list(splits),
                              "subjects": list(subjects) if subjects else None}
                             for folder, splits, subjects in reference]}
-    report.update(evaluate_images(generated, reals, feature_fn=feature_fn, seed=seed))
+    report.update(evaluate_images(generated, reals, feature_fn=feature_fn, seed=seed, names=names))
 
     os.makedirs(paths.evaluation, exist_ok=True)
-    visualize.write_json(os.path.join(paths.evaluation, f"report_{images_seen:08d}.json"), report)
+    name = "report_exported.json" if exported else f"report_{images_seen:08d}.json"
+    visualize.write_json(os.path.join(paths.evaluation, name), report)
     visualize.write_json(os.path.join(paths.evaluation, "latest.json"), report)
+    for line in summary_lines(report):
+        logging.info("%s", line)
     logging.info("evaluation report written to %s", os.path.join(paths.evaluation, "latest.json"))
+    curve = None if exported else plot_swd_curve(paths)
+    if curve:
+        logging.info("periodic SWD of the training run plotted in %s", curve)
     return report
+
+
+def plot_swd_curve(paths):
+    """The run's periodic held-out SWD (logs/history.json) against kimg, best marked, as
+    `evaluation/swd_curve.png`; returns its path, or None for a run trained without --eval_kimg."""
+    try:
+        with open(paths.history_file) as f:
+            history = [h for h in json.load(f) if "swd_avg" in h]
+    except (OSError, ValueError):
+        return None
+    if not history:
+        return None
+    path = os.path.join(paths.evaluation, "swd_curve.png")
+    visualize.plot_curve(path, [h["kimg"] for h in history], [h["swd_avg"] for h in history],
+                         "held-out SWD x1e3 (lower is better)", marked=[h["kimg"] for h in history if h.get("best")])
+    return path

@@ -14,7 +14,6 @@ a checkpoint, and gives the same numbers on one device as on several.
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
 

@@ -40,10 +40,11 @@ def synthesize(g, seeds, psi=1.0, truncation_cutoff=None, batch_size=32, noise_m
     return np.concatenate(out).astype(np.float32)
 
 
-def styles(g, seeds, psi=1.0):
-    """Per-layer styles [N, num_ws, w_dim] for `seeds`, truncated towards w_avg by psi."""
+def styles(g, seeds, psi=1.0, truncation_cutoff=None):
+    """Per-layer styles [N, num_ws, w_dim] for `seeds`, truncated towards w_avg by psi (the first
+    `truncation_cutoff` layers only, when given)."""
     ws = g.broadcast(g.mapping(latents(seeds, g.z_dim)))
-    return np.asarray(g.truncate(ws, psi))
+    return np.asarray(g.truncate(ws, psi, truncation_cutoff))
 
 
 def write_images(out_dir, g, seeds, psi=1.0, noise_mode="const", truncation_cutoff=None):
@@ -71,7 +72,8 @@ def parse_ranges(text, name="--seeds"):
     return values
 
 
-def style_mixing_grid(g, row_seeds, col_seeds, mix_layers=(0, 1, 2, 3), psi=1.0, noise_mode="const"):
+def style_mixing_grid(g, row_seeds, col_seeds, mix_layers=(0, 1, 2, 3), psi=1.0, noise_mode="const",
+                      truncation_cutoff=None):
     """Each cell is its row's seed with the styles of `mix_layers` taken from its column's seed (as
     NVlabs style_mixing.py; the default 0-3 are the coarse layers: head size, pose, ventricles, so
     the fine styles, texture and contrast, stay the row's). The first row shows the column sources
@@ -80,7 +82,7 @@ def style_mixing_grid(g, row_seeds, col_seeds, mix_layers=(0, 1, 2, 3), psi=1.0,
     if not mix_layers or mix_layers[-1] >= g.num_ws:
         raise ValueError(f"--mix_layers must name layers from 0 to {g.num_ws - 1} (this generator has "
                          f"{g.num_ws} style inputs), got {mix_layers}")
-    ws_rows, ws_cols = styles(g, row_seeds, psi), styles(g, col_seeds, psi)
+    ws_rows, ws_cols = (styles(g, seeds, psi, truncation_cutoff) for seeds in (row_seeds, col_seeds))
     render = lambda ws: np.asarray(g.synthesis(ws, noise_mode=noise_mode))  # noqa: E731
     col_images, row_images = render(ws_cols), render(ws_rows)
     cells = [np.full_like(col_images[0], -1.0)] + list(col_images)
@@ -91,9 +93,9 @@ def style_mixing_grid(g, row_seeds, col_seeds, mix_layers=(0, 1, 2, 3), psi=1.0,
     return np.stack(cells)
 
 
-def interpolation(g, seeds, steps=12, psi=1.0):
+def interpolation(g, seeds, steps=12, psi=1.0, truncation_cutoff=None):
     """Frames walking in w space through `seeds` in turn (linear in w, as the paper's PPL uses)."""
-    ws = styles(g, seeds, psi)
+    ws = styles(g, seeds, psi, truncation_cutoff)
     t = np.linspace(0.0, 1.0, steps, endpoint=False, dtype=np.float32)[:, None, None]
     path = [ws[i] + t * (ws[i + 1] - ws[i]) for i in range(len(ws) - 1)] + [ws[-1:]]
     return np.asarray(g.synthesis(np.concatenate(path), noise_mode="const"))

@@ -685,6 +685,44 @@ def load_for_inference(paths, checkpoint="auto"):
     return gan, config
 
 
+INIT_OWNERS = ("generator", "generator_ema", "discriminator")   # what --init_from copies
+
+
+def _checkpoint_key(name):
+    """The key Checkpointer stores variable `name` under (TensorFlow escapes '.' and '/')."""
+    return "model/" + name.replace(".", "..").replace("/", ".S") + "/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def initialize_from(gan, source, checkpoint="auto"):
+    """Copy the generator, EMA generator and discriminator weights (w_avg included) of a checkpoint
+    of another run (`source`, its Paths; `choose_checkpoint` picks which) into `gan`; optimizers,
+    counters, path-length mean and augmentation strength stay fresh. Every shape is checked first,
+    so a mismatch is one RunError naming the layer and `gan` is left untouched. Returns the prefix."""
+    prefix = choose_checkpoint(source, checkpoint)
+    prefix = prefix or Checkpointer(gan, source.checkpoints).latest
+    if prefix is None:
+        raise RunError(f"--init_from {source.root}: no checkpoint in {source.checkpoints}; point it at the "
+                       f"--output_dir of a trained run")
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, ValueError) as e:
+        raise RunError(f"--init_from: cannot read {prefix} ({_first_line(e)})") from None
+    saved = reader.get_variable_to_shape_map()
+    wanted = {name: v for name, v in named_variables(gan).items() if name.split("/", 1)[0] in INIT_OWNERS}
+    for name, v in wanted.items():
+        key = _checkpoint_key(name)
+        if key not in saved:
+            raise RunError(f"--init_from: {prefix} has no layer {name}: the networks differ (for example "
+                           f"--mapping_layers or --resolution); leave such flags out to take the source run's")
+        if tuple(saved[key]) != tuple(v.shape):
+            raise RunError(f"--init_from: layer {name} is {tuple(saved[key])} in {prefix} but {tuple(v.shape)} "
+                           f"here; the networks must have the same shapes: leave out the size flags (resolution, "
+                           f"channels, dims, mapping depth) to take the source run's")
+    for name, v in wanted.items():
+        v.assign(reader.get_tensor(_checkpoint_key(name)))
+    return prefix
+
+
 # ---------------------------------------------------------------------------------------------
 # --clear
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ checkpoint is written.
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -25,10 +26,11 @@ from absl import logging
 import data
 import evaluation
 import generate
+import metrics
 import visualize
 from gan import NonFiniteLossError, StopOnNonFinite, build_gan
-from runs import (Checkpointer, Paths, RunError, RunLock, clean_leftovers, record_changes, refuse_overwrite,
-                  repair_index, resolve_resume_config, resume_command)
+from runs import (Checkpointer, Paths, RunError, RunLock, clean_leftovers, initialize_from, record_changes,
+                  refuse_overwrite, repair_index, resolve_resume_config, resume_command)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,22 +51,15 @@ class RunOptions:
     eval_splits: tuple = ("validate",)
     eval_subjects: tuple = ()         # evaluate against only these subjects (e.g. the held-out ones)
     eval_images: int = 500            # generated images per periodic evaluation
+    eval_metrics: tuple = ("swd",)    # evaluation.METRICS computed then; swd picks the best checkpoint
+    inception_weights: str | None = None   # local InceptionV3 weights for fid, kid, pr in eval_metrics
+    init_from: str | None = None      # a new run starts from this run's weights (runs.initialize_from)
 
-
-def reference_parts(options):
-    """Where the real slices a run is evaluated against come from: a list of (folder, splits,
-    subjects). The `eval_splits` (COMP3710: validate) of `eval_dir` (default: the training data)
-    where that folder has them, together with the held-out `eval_subjects` from the training splits;
-    without either, the `eval_splits` as `data.load_slices` reads them (every slice of a folder
-    without split folders, the whole phantom without data)."""
-    folder = options.eval_dir or options.data_dir
-    subjects = tuple(options.eval_subjects)
-    present = data.split_folders(folder) if folder is not None else set()
-    splits = tuple(s for s in options.eval_splits if s in present)
-    parts = [(folder, splits, None)] if splits else []
-    if subjects:
-        parts.append((folder, tuple(options.splits), subjects))
-    return parts or [(folder, tuple(options.eval_splits), None)]
+    @property
+    def reference_parts(self):
+        """The real slices periodic evaluation compares with (evaluation.reference_parts)."""
+        return evaluation.reference_parts(self.data_dir, self.splits, self.eval_dir, self.eval_splits,
+                                          self.eval_subjects)
 
 
 def make_strategy(name):
@@ -120,6 +115,8 @@ class TickOutputs(keras.callbacks.Callback):
         self.paths, self.checkpointer, self.config, self.options = paths, checkpointer, config, options
         self.total_steps, self.stop_flag, self.history = total_steps, stop_flag, history
         self.reference = None if reference is None else data.to_unit_range(reference)
+        self.feature_fn = functools.partial(metrics.inception_features,
+                                            weights=options.inception_weights or "imagenet")
         self.fixed_z = np.random.default_rng(config.seed).standard_normal(
             [options.grid_size, config.z_dim]).astype(np.float32)
         self.writer = tf.summary.create_file_writer(paths.logs)
@@ -171,7 +168,9 @@ class TickOutputs(keras.callbacks.Callback):
         if self.evaluation_due(kimg):
             generated = generate.synthesize(self.model.generator_ema, range(self.options.eval_images),
                                             noise_mode="random")
-            entry.update(evaluation.swd_report(generated, self.reference, seed=self.config.seed))
+            report = evaluation.evaluate_images(generated, self.reference, self.feature_fn, self.config.seed,
+                                                self.options.eval_metrics)
+            entry.update({k: v for k, v in report.items() if v is not None and not k.startswith("num_")})
         self.history.append(entry)
 
         samples = self.model(self.fixed_z).numpy()
@@ -179,7 +178,8 @@ class TickOutputs(keras.callbacks.Callback):
         visualize.save_grid(os.path.join(self.paths.samples, name), samples)
         visualize.save_grid(os.path.join(self.paths.samples, "latest.png"), samples)
         visualize.plot_history(os.path.join(self.paths.samples, "losses.png"), self.history,
-                               extra=("swd_avg", "r1", "gp", "pl", "augment_p", "ada_rt"))
+                               extra=("swd_avg", "fid", "kid", "diversity_generated", "r1", "gp", "pl", "augment_p",
+                                      "ada_rt"))
         with self.writer.as_default(step=images):
             for k, v in entry.items():
                 tf.summary.scalar(k, v)
@@ -195,6 +195,21 @@ class TickOutputs(keras.callbacks.Callback):
                      seconds_per_kimg, " ".join(f"{k} {v:.3f}" for k, v in (logs or {}).items()
                                                 if k in ("d_loss", "g_loss", "augment_p")),
                      format_seconds(max(remaining, 0)), os.path.basename(path))
+
+
+def time_steps(config, steps=None):
+    """Build the GAN for `config` and time its training step alone (no ticks, samples or
+    evaluation) on random slices: one step that traces it, then `steps` (default one lazy-
+    regularisation cycle, so the regularised steps count in proportion). Returns (gan, seconds per kimg)."""
+    steps = steps or max(config.d_reg_interval, config.g_reg_interval * config.n_critic)
+    images = np.random.default_rng(config.seed).integers(
+        0, 256, [config.batch_size, config.resolution, config.resolution, config.channels], dtype=np.uint8)
+    dataset = data.make_dataset(images, config.batch_size, seed=config.seed, channels=config.channels)
+    gan = build_gan(config)
+    gan.fit(dataset, epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)   # traces the step
+    start = time.perf_counter()
+    gan.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+    return gan, (time.perf_counter() - start) / (steps * config.batch_size) * 1000
 
 
 def format_seconds(seconds):
@@ -250,9 +265,10 @@ def _train_locked(config, options, explicit, paths):
                        f"add data or lower --batch_size")
     reference = None
     if options.eval_kimg > 0:
-        reference = evaluation.load_reference(reference_parts(options), config.resolution, paths.cache,
+        reference = evaluation.load_reference(options.reference_parts, config.resolution, paths.cache,
                                               config.channels)
-        logging.info("evaluating SWD every %g kimg against %d real slices", options.eval_kimg, len(reference))
+        logging.info("evaluating %s every %g kimg against %d real slices", ", ".join(options.eval_metrics),
+                     options.eval_kimg, len(reference))
 
     keras.utils.set_random_seed(config.seed)   # same seed, same initial weights: a run is reproducible
     gan = build_gan(config, strategy)
@@ -268,6 +284,12 @@ def _train_locked(config, options, explicit, paths):
                 history = [h for h in json.load(f) if h["kimg"] * 1000 <= images_seen]
         logging.info("resumed %s at %d images", os.path.basename(restored), images_seen)
         record_changes(paths, history, images_seen / 1000, changes)
+    elif options.init_from:
+        source = initialize_from(gan, Paths(options.init_from))
+        visualize.write_json(os.path.join(paths.logs, "init_from.json"), {"run": os.path.abspath(options.init_from),
+                                                                          "checkpoint": os.path.abspath(source)})
+        logging.info("initialised from %s: its generator, EMA and discriminator weights; fresh optimizers and "
+                     "counters", source)
     visualize.write_json(paths.config_file, dataclasses.asdict(config))
 
     steps_done = int(gan.images_seen.numpy()) // config.batch_size
@@ -278,7 +300,8 @@ def _train_locked(config, options, explicit, paths):
         return gan
     # The data order is a fixed function of the seed, so skipping the batches already used makes a
     # resumed run see exactly what an uninterrupted one would.
-    dataset = data.make_dataset(images, config.batch_size, seed=config.seed, channels=config.channels)
+    dataset = data.make_dataset(images, config.batch_size, seed=config.seed, channels=config.channels,
+                                mirror=config.mirror)
     dataset = dataset.skip(steps_done)
 
     with StopFlag() as stop_flag:

@@ -91,6 +91,24 @@ def plot_history(path, history, keys=("d_loss", "g_loss"), extra=()):
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("thousands of real images shown to D (kimg)")
     axes[0, 0].set_title("Training losses")
+    save_figure(path, fig)
+
+
+def plot_curve(path, x, y, label, marked=()):
+    """One metric against kimg, the points at `marked` x values ringed (e.g. the best checkpoint)."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.plot(x, y, marker=".", label=label)
+    ring = [(a, b) for a, b in zip(x, y) if a in set(marked)]
+    if ring:
+        ax.scatter(*zip(*ring), s=120, facecolors="none", edgecolors="red", label="best")
+    ax.set_xlabel("thousands of real images shown to D (kimg)")
+    ax.legend(loc="upper right")
+    ax.grid(alpha=0.3)
+    save_figure(path, fig)
+
+
+def save_figure(path, fig):
+    """Write a matplotlib figure as PNG, atomically, and close it."""
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)

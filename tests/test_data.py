@@ -104,23 +104,37 @@ def test_exclude_subjects_and_subjects(comp3710):
         data.load_slices(str(comp3710), 16, None, subjects=("0037",))
 
 
+def test_survey_counts_splits_subjects_and_skips_without_writing(comp3710, tmp_path):
+    os.symlink(tmp_path / "gone.png", comp3710 / "keras_png_slices_train" / "case_009_slice_0.nii.png")
+    (comp3710 / "notes.txt").write_text("not a slice")
+    before = sorted(p for p in comp3710.rglob("*"))
+    found = data.survey(str(comp3710), ("train",), exclude_subjects=("2",))
+    assert found["splits"] == {"test": {"files": 2, "subjects": 1}, "train": {"files": 7, "subjects": 4},
+                               "validate": {"files": 2, "subjects": 1}}
+    assert found["training_files"] == 5 and found["training_subjects"] == ["1", "3", "9"]
+    assert found["held_out"] == ["2"] and found["first_file_size"] == "32x32"
+    assert found["skipped"] == {"segmentation": 3, "other": 1, "broken links": 1}
+    assert sorted(p for p in comp3710.rglob("*")) == before
+    assert data.survey(None)["training_files"] == data.SYNTHETIC_COUNT
+
+
 def test_the_evaluation_reference_is_the_validate_split_and_the_held_out_subjects(comp3710, tmp_path):
     import evaluation
     import training
     assert data.split_folders(str(comp3710)) == {"train", "validate", "test"}
     assert data.split_folders(str(comp3710 / "keras_png_slices_test")) == {"test"}
     held_out = training.RunOptions(data_dir=str(comp3710), exclude_subjects=("2",), eval_subjects=("2",))
-    parts = training.reference_parts(held_out)
+    parts = held_out.reference_parts
     assert parts == [(str(comp3710), ("validate",), None), (str(comp3710), ("train",), ("2",))]
     # Subject 004 (validate, 154) and the held-out training subject 002 (102), never the others.
     assert values_of(evaluation.load_reference(parts, 16, None)) == [102, 102, 154, 154]
-    assert training.reference_parts(training.RunOptions(data_dir=str(comp3710))) == \
+    assert training.RunOptions(data_dir=str(comp3710)).reference_parts == \
         [(str(comp3710), ("validate",), None)]
     # A folder without split folders: every slice, as before; no data: the phantom.
     flat = tmp_path / "flat"
     save_png(str(flat / "case_009_slice_0.png"), np.full([32, 32], 9, np.uint8))
-    assert training.reference_parts(training.RunOptions(data_dir=str(flat))) == [(str(flat), ("validate",), None)]
-    assert training.reference_parts(training.RunOptions()) == [(None, ("validate",), None)]
+    assert training.RunOptions(data_dir=str(flat)).reference_parts == [(str(flat), ("validate",), None)]
+    assert training.RunOptions().reference_parts == [(None, ("validate",), None)]
 
 
 def test_missing_and_empty_folders_say_what_to_do(tmp_path):
@@ -418,6 +432,16 @@ def test_dataset_values_shapes_and_flips(small_images):
         assert same or mirrored                                   # nothing but flips is done
         flips += bool(mirrored)
     assert 8 <= flips <= 32                                       # about half of 40
+
+
+def test_without_mirror_every_image_is_the_original_in_the_same_order(small_images):
+    plain = np.concatenate(take(data.make_dataset(small_images, 5, seed=0, mirror=False), 4))
+    mirrored = np.concatenate(take(data.make_dataset(small_images, 5, seed=0), 4))
+    originals = small_images.astype(np.float32) / 127.5 - 1.0
+    ids = [next(i for i in range(10) if np.array_equal(image, originals[i])) for image in plain]   # never flipped
+    assert sorted(ids[:10]) == list(range(10))
+    for image, flipped_or_not in zip(plain, mirrored):                    # the same order as with flips
+        assert np.array_equal(image, flipped_or_not) or np.array_equal(image[:, ::-1], flipped_or_not)
 
 
 def test_dataset_epochs_are_permutations(small_images):

@@ -147,6 +147,92 @@ def test_evaluate_writes_a_report_and_skips_inception_metrics_in_one_line(traine
     assert report["num_generated"] == 16 and report["swd_avg"] > 0 and report["fid"] is None
     assert report["kimg"] == 0.016 and 0 < report["diversity_generated"] <= 1
     assert sum("missing.h5" in line for line in result.stderr.splitlines()) == 1
+    assert sum("SWD x1e3 (lower is better)" in line for line in result.stderr.splitlines()) == 1
+    assert "FID (lower is better): unavailable" in result.stderr and "mean pairwise MS-SSIM" in result.stderr
+    assert os.path.exists(os.path.join(out, "evaluation", "swd_curve.png"))     # trained with --eval_kimg
+
+
+def test_evaluate_computes_the_metrics_named_and_an_exported_generator_scores_the_same(trained, tmp_path):
+    out = str(tmp_path / "run")
+    shutil.copytree(trained[0], out)
+    run(out, "--mode=evaluate", "--num_images=16", "--metrics=swd")
+    from_checkpoint = json.load(open(os.path.join(out, "evaluation", "latest.json")))
+    assert "swd_avg" in from_checkpoint and "fid" not in from_checkpoint and "diversity_real" not in from_checkpoint
+    run(out, "--mode=export")
+    run(out, "--mode=evaluate", "--num_images=16", "--metrics=swd",
+        f"--exported={os.path.join(out, 'exports', 'generator.keras')}")
+    exported = json.load(open(os.path.join(out, "evaluation", "report_exported.json")))
+    assert exported["kimg"] is None and exported["swd_avg"] == pytest.approx(from_checkpoint["swd_avg"], rel=1e-4)
+    result = run(out, "--mode=evaluate", "--metrics=swd,fd", expect=1)
+    assert "unknown metric fd; choose from swd" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_generate_takes_seed_lists_truncation_cutoff_mixing_layers_and_outdir(trained, tmp_path):
+    from PIL import Image
+    import generate
+    import runs
+    import visualize
+    out, images = trained[0], str(tmp_path / "images")
+    run(out, "--mode=generate", "--seeds=1-2,7", "--psi=0", "--truncation_cutoff=1", "--mix_rows=1,2",
+        "--mix_cols=3-5", "--mix_layers=0", f"--outdir={images}")
+    assert set(os.listdir(images)) == {"seed0001.png", "seed0002.png", "seed0007.png", "grid.png", "style_mixing.png",
+                                       "interpolation.png", "interpolation.gif"}
+    assert not os.path.exists(os.path.join(out, "generated"))
+    g = runs.load_for_inference(runs.Paths(out))[0].generator_ema
+    # psi 0 sets the truncated layers to w_avg: with a cutoff of 1 the other layers keep each seed's own.
+    expected = visualize.to_uint8(generate.synthesize(g, [1, 2, 7], psi=0.0, truncation_cutoff=1))[..., 0]
+    written = np.stack([np.asarray(Image.open(os.path.join(images, f"seed{s:04d}.png"))) for s in (1, 2, 7)])
+    np.testing.assert_array_equal(written, expected)
+    assert not np.array_equal(written[0], written[1])
+    width, height = Image.open(os.path.join(images, "style_mixing.png")).size
+    assert (width, height) == (4 * 10 + 2, 3 * 10 + 2)          # 3 columns and 2 rows of 8x8 cells, plus sources
+
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(trained, tmp_path):
+    source = trained[0]
+    out = str(tmp_path / "tuned")
+    result = run(out, *TINY, f"--init_from={source}", "--kimg=0.004", "--g_lr=1e-9", "--d_lr=1e-9", "--nomirror",
+                 "--eval_kimg=0.004", "--eval_images=16", "--eval_metrics=swd,msssim")
+    assert f"initialised from {source}/checkpoints/best/ckpt-{STEPS}" in result.stderr
+    config = json.load(open(os.path.join(out, "checkpoints", "config.json")))
+    assert config["mirror"] is False and config["g_lr"] == 1e-9
+    history = json.load(open(os.path.join(out, "logs", "history.json")))
+    assert [h["kimg"] for h in history] == [0.004] and 0 < history[0]["diversity_generated"] <= 1
+    tuned, before = checkpoint_variables(out), checkpoint_variables(source)
+    networks = [k for k in before if k.startswith(("model/generator.S", "model/discriminator.S")) and "w_avg" not in k]
+    assert len(networks) > 30
+    for name in networks:                          # one step at a learning rate of 1e-9 moves nothing visibly
+        np.testing.assert_allclose(tuned[name], before[name], atol=1e-6, err_msg=name)
+    optimizer_steps = [k for k in tuned if "optimizer" in k and "iteration" in k]
+    assert optimizer_steps and all(int(tuned[k]) == 1 for k in optimizer_steps)       # fresh optimizers
+    result = run(str(tmp_path / "wrong"), *TINY, f"--init_from={source}", "--kimg=0.004", "--channel_max=8", expect=1)
+    assert "layer generator/generator/synthesis/const is (4, 4, 16)" in result.stderr
+
+
+def test_dry_run_prints_settings_data_and_speed_and_writes_nothing(tmp_path):
+    from PIL import Image
+    root = tmp_path / "keras_png_slices_data"
+    for split, subject, z in [("train", 1, 0), ("train", 1, 1), ("train", 2, 0), ("validate", 3, 0)]:
+        for folder in (f"keras_png_slices_{split}", f"keras_png_slices_seg_{split}"):
+            os.makedirs(root / folder, exist_ok=True)
+            Image.fromarray(np.full([32, 24], 100, np.uint8)).save(root / folder / f"case_00{subject}_slice_{z}.nii.png")
+    out = str(tmp_path / "run")
+    result = run(out, *TINY, "--dry_run", f"--data_dir={root}", "--exclude_subjects=2", "--kimg=5")
+    lines = [" ".join(line.split()) for line in result.stdout.splitlines()]
+    assert "resolution 8 *" in lines and "mirror True" in lines and "kimg 5.0 *" in lines
+    assert "train 3 files, 2 subjects" in lines and "validate 1 files, 1 subjects" in lines
+    assert "training 2 files (train), 1 subjects; held out: 2" in lines
+    assert "skipped 2 segmentation, 0 other, 0 broken links" in lines
+    assert "slice size 24x32 (first file), trained at 8x8" in lines
+    assert any(line.startswith("parameters: generator ") for line in lines)
+    assert any(line.startswith("speed: ") and " s/kimg " in line for line in lines)
+    assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("args", [["--no_such_flag"], ["--num_images=0"], ["positional"]])
+def test_usage_errors_exit_with_status_2(tmp_path, args):
+    result = run(str(tmp_path), *args, expect=2)
+    assert "Traceback" not in result.stderr and not os.listdir(tmp_path)
 
 
 def wait_for(predicate, process, timeout=300):

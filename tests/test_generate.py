@@ -49,3 +49,15 @@ def test_style_mixing_takes_the_chosen_layers_from_the_column_seed():
     np.testing.assert_allclose(cells[3], generate.synthesize(g, [5])[0], atol=1e-5)   # the column source
     with pytest.raises(ValueError, match="from 0 to 3"):
         generate.style_mixing_grid(g, rows, cols, mix_layers=[4])
+
+
+def test_truncation_cutoff_pulls_only_the_first_layers_towards_w_avg():
+    g = tiny_generator()
+    g.mapping.w_avg.assign(np.linspace(-1, 1, 8, dtype=np.float32))
+    free = generate.styles(g, [4, 5])                                        # [2, num_ws, 8]
+    cut = generate.styles(g, [4, 5], psi=0.5, truncation_cutoff=2)
+    w_avg = g.mapping.w_avg.numpy()
+    np.testing.assert_allclose(cut[:, :2], w_avg + 0.5 * (free[:, :2] - w_avg), atol=1e-6)
+    np.testing.assert_allclose(cut[:, 2:], free[:, 2:], atol=1e-6)
+    assert g.num_ws > 2
+

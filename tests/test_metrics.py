@@ -6,7 +6,6 @@ the InceptionV3 download is simulated to fail, and feature metrics use injected 
 
 import functools
 import json
-import sys
 import types
 
 import numpy as np
@@ -291,7 +290,7 @@ def test_swd_report_is_flat_and_named_by_level(sets):
 
 class FakeGenerator:
     """Stands in for the EMA generator: 16x16 images that are a fixed function of z."""
-    z_dim = 256
+    z_dim, resolution, channels = 256, 16, 1
 
     def __call__(self, z, psi=1.0, truncation_cutoff=None, noise_mode="const", noise_seed=None):
         return tf.constant(np.tanh(z.reshape(-1, 16, 16, 1)))
@@ -306,13 +305,12 @@ def test_evaluate_run_writes_the_report_with_fake_checkpoint_and_reference(tmp_p
         return ((phantoms(20, size=16) + 1.0) * 127.5).astype(np.uint8)
 
     gan = types.SimpleNamespace(generator_ema=FakeGenerator(), images_seen=tf.constant(1234, tf.int64))
-    config = types.SimpleNamespace(resolution=16, channels=1)
-    import data
-    monkeypatch.setitem(sys.modules, "data", types.SimpleNamespace(load_slices=load_slices,
-                                                                   to_unit_range=data.to_unit_range))
-    monkeypatch.setitem(sys.modules, "runs", types.SimpleNamespace(
-        load_for_inference=lambda paths, checkpoint: (gan, config)))
-    paths = types.SimpleNamespace(evaluation=str(tmp_path / "evaluation"), cache=str(tmp_path / "cache"))
+    monkeypatch.setattr(evaluation.data, "load_slices", load_slices)
+    monkeypatch.setattr(evaluation.runs, "load_for_inference", lambda paths, checkpoint: (gan, None))
+    paths = types.SimpleNamespace(evaluation=str(tmp_path / "evaluation"), cache=str(tmp_path / "cache"),
+                                  history_file=str(tmp_path / "history.json"))
+    with open(paths.history_file, "w") as f:      # a run trained with periodic SWD: evaluate plots its curve
+        json.dump([{"kimg": 0.5, "swd_avg": 9.0}, {"kimg": 1.0, "swd_avg": 7.0, "best": True}, {"kimg": 1.2}], f)
 
     reference = [("data", ("validate",), None), ("data", ("train",), ("37",))]
     report = evaluation.evaluate_run(paths, reference, inception_weights=str(tmp_path / "missing.h5"))
@@ -322,3 +320,42 @@ def test_evaluate_run_writes_the_report_with_fake_checkpoint_and_reference(tmp_p
     with open(tmp_path / "evaluation" / "latest.json") as f:
         assert json.load(f) == report
     assert (tmp_path / "evaluation" / "report_00001234.json").exists()
+    assert (tmp_path / "evaluation" / "swd_curve.png").exists()
+
+
+def test_chosen_metrics_only_are_computed_and_unknown_names_are_refused(sets):
+    real, other = sets
+    calls = []
+
+    def features(images):
+        calls.append(len(images))
+        return block_features(images)
+
+    swd_only = evaluation.evaluate_images(other, real, feature_fn=features, names=("swd",))
+    assert set(swd_only) == {"num_generated", "num_real", "swd_32", "swd_16", "swd_avg", "swd_each_32",
+                             "swd_each_16", "swd_each_avg"} and calls == []         # no Inception features
+    pr = evaluation.evaluate_images(other, real, feature_fn=features, names=("pr", "PR"))
+    assert set(pr) == {"num_generated", "num_real", "precision", "recall"} and len(calls) == 2
+    assert evaluation.check_metrics(["kid", " swd", "kid"]) == ("kid", "swd")
+    with pytest.raises(ValueError, match="unknown metric fd; choose from swd"):
+        evaluation.check_metrics(["swd", "fd"])
+
+
+def test_offline_default_leaves_out_inception_metrics_without_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))                              # no ~/.keras/models copy
+    assert evaluation.offline_metrics() == ("swd", "msssim")
+    assert evaluation.offline_metrics(str(tmp_path / "w.h5")) == tuple(evaluation.METRICS)
+    (tmp_path / ".keras" / "models").mkdir(parents=True)
+    (tmp_path / ".keras" / "models" / metrics.INCEPTION_WEIGHTS_FILE).write_bytes(b"")
+    assert evaluation.offline_metrics() == tuple(evaluation.METRICS)
+
+
+def test_summary_has_one_line_per_metric_with_the_reported_values(sets):
+    real, other = sets
+    report = evaluation.evaluate_images(other, real, feature_fn=block_features)
+    lines = evaluation.summary_lines(report)
+    assert len(lines) == 5 and [line.split()[0] for line in lines] == ["SWD", "FID", "KID", "precision", "diversity,"]
+    assert f"{report['swd_avg']:.2f} average (32px {report['swd_32']:.2f}, 16px {report['swd_16']:.2f})" in lines[0]
+    assert f"{report['fid']:.4g}" in lines[1] and f"recall {report['recall']:.3g}" in lines[3]
+    lines = evaluation.summary_lines({**report, "fid": None})
+    assert lines[1] == "FID (lower is better): unavailable (no InceptionV3 weights)"

@@ -398,3 +398,39 @@ def test_choose_checkpoint_names_best_latest_steps_and_paths(tmp_path):
     checkpointer.save_best(5, 0.02, 33.0)
     assert runs.choose_checkpoint(paths, "auto") == runs.choose_checkpoint(paths, "best") == \
         os.path.join(paths.checkpoints, "best", "ckpt-5")
+
+
+def test_init_from_copies_the_networks_and_leaves_optimizers_and_counters_fresh(tmp_path):
+    tf.keras.utils.set_random_seed(1)
+    source = build_gan(TINY.replace(augment="ada"))
+    for _ in range(2):
+        source.train_logs(tf.random.stateless_uniform([4, 8, 8, 1], [0, 0], -1.0, 1.0))
+    source.augment.p.assign(0.3)
+    paths = runs.Paths(str(tmp_path))
+    runs.Checkpointer(source, paths.checkpoints).save(2)
+    tf.keras.utils.set_random_seed(2)
+    fresh = build_gan(TINY.replace(augment="ada"))
+    prefix = runs.initialize_from(fresh, paths)
+    assert prefix.endswith("ckpt-2")
+    theirs, ours = runs.named_variables(source), runs.named_variables(fresh)
+    copied = [k for k in ours if k.split("/")[0] in runs.INIT_OWNERS]
+    assert len(copied) > 50 and any("w_avg" in k for k in copied) and any(k.startswith("generator_ema/") for k in copied)
+    for name in copied:
+        np.testing.assert_array_equal(ours[name].numpy(), theirs[name].numpy(), err_msg=name)
+    assert int(source.images_seen.numpy()) == 8 and int(fresh.images_seen.numpy()) == 0
+    assert int(fresh.g_optimizer.iterations.numpy()) == 0 and int(source.g_optimizer.iterations.numpy()) > 0
+    assert ours["augment/augment/p"].numpy() == 0.0 and theirs["augment/augment/p"].numpy() == 0.3   # p starts again
+
+
+def test_init_from_a_differently_shaped_run_names_the_layer_and_changes_nothing(tmp_path):
+    paths = runs.Paths(str(tmp_path))
+    runs.Checkpointer(build_gan(TINY), paths.checkpoints).save(1)
+    other = build_gan(TINY.replace(channel_max=32))
+    before = {k: v.numpy().copy() for k, v in runs.named_variables(other).items()}
+    with pytest.raises(runs.RunError, match=r"layer generator/.* is \(.*16.*\) in .*ckpt-1 but \(.*32.*\) here"):
+        runs.initialize_from(other, paths)
+    assert all(np.array_equal(v.numpy(), before[k]) for k, v in runs.named_variables(other).items())
+    with pytest.raises(runs.RunError, match="no layer generator/generator/mapping/fc2"):
+        runs.initialize_from(build_gan(TINY.replace(mapping_layers=3)), paths)
+    with pytest.raises(runs.RunError, match="no checkpoint in"):
+        runs.initialize_from(build_gan(TINY), runs.Paths(str(tmp_path / "empty")))
