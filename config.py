@@ -6,79 +6,94 @@ plain arguments. Not here: parsing, file handling.
 """
 
 import dataclasses
-import json
 
-from generator import check_resolution
-from layers import DOWN_MODES
+from layers import DOWN_MODES, MAPPING_DEPTHS, check_resolution
 from losses import LOSSES
+
+
+def tunable(default, help, group, choices=None):
+    """A Config field that is also a command-line flag (driver.py makes one per tunable): `help` is
+    its --help text, `group` the --help section, `choices` the allowed values of a string."""
+    return dataclasses.field(default=default, metadata={"help": help, "group": group, "choices": choices})
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     # Data.
-    resolution: int = 64               # pixels per side, power of two from 8 to 1024
+    resolution: int = tunable(64, "Training resolution in pixels (a power of two, 8-1024).", "data")
     channels: int = 1                  # image channels; 1 = grayscale MRI
-    mirror: bool = True                # flip each real slice left-right with probability 1/2 (x2 data)
+    mirror: bool = tunable(True, "Flip each real slice left-right with probability 1/2 (brains are nearly "
+                           "symmetric; --nomirror for data where left and right differ).", "data")
     # Networks.
-    z_dim: int = 512
-    w_dim: int = 512
-    mapping_layers: int = 2            # 2-8; the paper uses 8, 2 is as good for single-domain MRI and cheaper
-    channel_base: int = 8192           # feature maps at resolution r: min(channel_base / r, channel_max)
-    channel_max: int = 256
-    fused_modconv: bool = False        # grouped per-sample kernels instead of modulating activations
-    const_std: float = 0.05            # initial std of the learned 4x4 constant; the reference's is 1.0
-    d_downsample: str = "decimate"     # D's 3x3 downsampling conv: "decimate" (blur, decimate, conv at
-                                       # half resolution) or "strided" (the reference: blur, stride-2 conv)
+    z_dim: int = tunable(512, "Latent z size.", "model")
+    w_dim: int = tunable(512, "Style w size.", "model")
+    mapping_layers: int = tunable(2, f"Depth of the mapping network ({MAPPING_DEPTHS[0]}-{MAPPING_DEPTHS[1]}; the "
+                                  "paper uses 8, 2 is as good for single-domain MRI and cheaper).", "model")
+    channel_base: int = tunable(8192, "Feature maps at resolution r: min(channel_base / r, channel_max).", "model")
+    channel_max: int = tunable(256, "Most feature maps in any layer.", "model")
+    fused_modconv: bool = tunable(False, "Grouped per-sample convolution instead of modulating activations.",
+                                  "model")
+    const_std: float = tunable(0.05, "Initial standard deviation of the generator's learned 4x4 constant; "
+                               "StyleGAN2 uses 1.0 (README, Differences from the reference).", "model")
+    d_downsample: str = tunable("decimate", "How the discriminator's 3x3 convs downsample: decimate (blur and "
+                                "decimate, then convolve at half resolution) or strided (StyleGAN2: blur at full "
+                                "resolution, then a stride-2 conv).", "model", DOWN_MODES)
     mbstd_group_size: int = 4          # minibatch stddev group; must divide the per-replica batch
     # Objective.
-    loss: str = "logistic"             # one of losses.LOSSES
-    r1_gamma: float | None = None      # None: 0.0002 * resolution^2 / batch_size (paper's heuristic); only
-                                       # logistic and hinge use R1 (bce has none, wgan-gp its own penalty)
+    loss: str = tunable("logistic", "logistic: StyleGAN2's non-saturating loss with R1; bce: binary "
+                        "cross-entropy without R1; hinge: hinge loss with R1; wgan-gp: Wasserstein loss with "
+                        "gradient penalty.", "objective", tuple(LOSSES))
+    r1_gamma: float | None = tunable(None, "R1 weight gamma (logistic and hinge only); none set: 0.0002 * "
+                                     "resolution^2 / batch_size, the paper's heuristic.", "objective")
     gp_lambda: float = 10.0            # WGAN-GP penalty weight
     wgan_drift: float = 0.001          # WGAN drift term weight
-    n_critic: int = 1                  # D steps per G step (wgan-gp traditionally uses 5)
-    pl_weight: float = 2.0             # path length regularisation weight (0 = off)
+    n_critic: int = tunable(1, "Discriminator steps per generator step (wgan-gp traditionally uses 5).",
+                            "objective")
+    pl_weight: float = tunable(2.0, "Path-length regularisation weight (0 turns it off).", "objective")
     pl_decay: float = 0.01             # decay of the running mean path length
     pl_batch_shrink: int = 2           # path length on batch / shrink samples
-    style_mixing_prob: float = 0.9     # probability of mixing two latents in a G batch
+    style_mixing_prob: float = tunable(0.9, "Probability of style-mixing regularisation (two latents in a "
+                                       "generator batch).", "objective")
     d_reg_interval: int = 16           # lazy R1/GP: every N D steps (1 = every step)
     g_reg_interval: int = 4            # lazy path length: every N G steps
     # Optimisation.
-    batch_size: int = 16               # global batch (split across replicas)
-    g_lr: float = 0.0025
-    d_lr: float = 0.0025
+    batch_size: int = tunable(16, "Global batch size (split across replicas).", "run")
+    g_lr: float = tunable(0.0025, "Generator Adam learning rate.", "run")
+    d_lr: float = tunable(0.0025, "Discriminator Adam learning rate.", "run")
     beta1: float = 0.0
     beta2: float = 0.99
     epsilon: float = 1e-8
-    ema_kimg: float = 10.0             # half-life of the generator EMA, thousands of images
+    ema_kimg: float = tunable(10.0, "Half-life of the generator's moving average, in thousands of images.", "run")
     ema_rampup: float | None = 0.05    # EMA half-life at most this fraction of images seen (None = off)
     w_avg_beta: float = 0.995          # decay of the tracked mean w used for truncation
     # Augmentation (ADA).
-    augment: str = "off"               # "off", "ada" (adaptive p) or "fixed"
-    augment_p: float = 0.0             # initial (ada) or constant (fixed) augmentation probability
-    ada_target: float = 0.6            # target of the overfitting heuristic r_t = E[sign(D(real))]
+    augment: str = tunable("off", "Discriminator augmentation: off, ada (adaptive p, for small datasets) or "
+                           "fixed p.", "objective", ("off", "ada", "fixed"))
+    augment_p: float = tunable(0.0, "Augmentation probability: the start value for ada, the constant for fixed.",
+                               "objective")
+    ada_target: float = tunable(0.6, "ADA's target for r_t = E[sign(D(real))].", "objective")
     ada_interval: int = 4              # adjust p every N D steps
-    ada_kimg: float = 500.0            # p can move from 0 to 1 in this many thousand images
+    ada_kimg: float = tunable(500.0, "ADA speed: p can move from 0 to 1 in this many thousand images (the "
+                              "paper's 500 suits GPU-length runs; use 10-50 for short CPU runs).", "objective")
     # Run.
-    kimg: float = 200.0                # training length, thousands of real images shown to D
-    seed: int = 0
-    precision: str = "float32"         # "float32", "bfloat16" (CPU/TPU) or "float16" (GPU, loss scaled)
-    xla: bool = False                  # jit_compile the train step
+    kimg: float = tunable(200.0, "Training length in thousands of real images shown to D.", "run")
+    seed: int = tunable(0, "Random seed: same seed, same run.", "run")
+    precision: str = tunable("float32", "Compute precision (variables stay float32): bfloat16 for TPUs and CPUs "
+                             "with AMX, float16 with dynamic loss scaling for NVIDIA GPUs. Without AMX, bfloat16 "
+                             "convolutions are slower than float32 on CPU (README, Speed).", "run",
+                             ("float32", "bfloat16", "float16"))
+    xla: bool = tunable(False, "Compile the training step with XLA (jit_compile).", "run")
 
     def __post_init__(self):
         check_resolution(self.resolution)
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; choose one of: {', '.join(LOSSES)}")
-        if self.augment not in ("off", "ada", "fixed"):
-            raise ValueError(f"augment must be 'off', 'ada' or 'fixed', got {self.augment!r}")
-        if self.d_downsample not in DOWN_MODES:
-            raise ValueError(f"d_downsample must be one of {', '.join(DOWN_MODES)}, got {self.d_downsample!r}")
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.const_std <= 0:
             raise ValueError(f"const_std must be positive, got {self.const_std}")
-        if self.precision not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"precision must be float32, bfloat16 or float16, got {self.precision!r}")
-        if not 1 <= self.mapping_layers <= 8:
-            raise ValueError(f"mapping_layers must be 2-8 (1 allowed for tests), got {self.mapping_layers}")
+        low, high = MAPPING_DEPTHS
+        if not low <= self.mapping_layers <= high:
+            raise ValueError(f"mapping_layers must be {low}-{high}, got {self.mapping_layers}")
         if self.batch_size < 1 or self.n_critic < 1 or self.d_reg_interval < 1 or self.g_reg_interval < 1:
             raise ValueError("batch_size, n_critic and the regularisation intervals must be at least 1")
         for name in ("g_lr", "d_lr"):
@@ -96,9 +111,6 @@ class Config:
             return float(self.r1_gamma)
         return 0.0002 * self.resolution ** 2 / self.batch_size
 
-    def to_json(self):
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
     @classmethod
     def from_dict(cls, values):
         """A saved configuration. Keys it lacks take the value they had before the field existed
@@ -112,6 +124,9 @@ class Config:
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
+
+TUNABLES = [f for f in dataclasses.fields(Config) if "help" in f.metadata]          # one flag each
+CHOICES = {f.name: f.metadata["choices"] for f in TUNABLES if f.metadata["choices"]}
 
 # What a configuration saved before these fields existed meant by leaving them out.
 BEFORE_FIELD = {"const_std": 0.05, "d_downsample": "decimate", "mirror": True}

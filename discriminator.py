@@ -12,8 +12,7 @@ import math
 import keras
 from keras import ops
 
-from generator import channels_at, check_resolution
-from layers import EqualizedConv2D, EqualizedDense, MinibatchStdDev, register
+from layers import EqualizedConv2D, EqualizedDense, MinibatchStdDev, channels_at, check_resolution, register
 
 INV_SQRT2 = 1.0 / math.sqrt(2.0)
 

@@ -16,13 +16,17 @@ Exit status: 0 success; 1 a problem with the input, data or run folder, told in 
 says what to do (nothing already saved is lost); 2 a usage error that absl finds while reading
 the flags (an unknown flag, a value of the wrong type or outside its range).
 
-Flags live here and only here; everything else takes plain arguments (training.RunOptions,
-config.Config, runs.Paths). `python driver.py --help` lists every flag with its default.
+Lives here: every flag (the Config ones made from config.TUNABLES), the grouped --help, and one
+small function per mode that turns flags into plain arguments. Not here: anything the modes do
+(training.py, sampling.py, evaluation.py, projection.py, runs.py); below this file nothing reads
+flags, so everything is testable without a command line.
 """
 
 import dataclasses
+import logging as std_logging
 import os
 import sys
+import textwrap
 
 
 def _quiet_tensorflow():
@@ -51,10 +55,12 @@ import data  # noqa: E402
 import evaluation  # noqa: E402
 import projection  # noqa: E402
 import runs  # noqa: E402
+import sampling  # noqa: E402
 import training  # noqa: E402
+import visualize  # noqa: E402
 from gan import NonFiniteLossError  # noqa: E402
 
-DEFAULT = config_module.PRESETS["quick"]
+DEFAULT = config_module.PRESETS["quick"]                 # the flags' defaults
 USER_ERROR, USAGE_ERROR = 1, 2    # exit statuses (0: success); see the module docstring
 FLAGS = flags.FLAGS
 
@@ -88,49 +94,29 @@ flags.DEFINE_string("init_from", None, "train: start a new run from the weights 
 flags.DEFINE_boolean("dry_run", False, "train: resolve the settings, scan the data (files per split, skipped "
                      "files, subjects, slice size), count parameters and time a few steps, then exit without "
                      "writing anything.")
-# What to train (defaults: the 'quick' preset, about 11 minutes on 2 CPU cores).
-flags.DEFINE_enum("preset", "quick", list(config_module.PRESETS), "Named settings to start from; flags below "
-                  "override them. quick: 32x32 CPU demo; reference: the 64x64 benchmark model; paper: config-f sizes.")
-flags.DEFINE_integer("resolution", DEFAULT.resolution, "Training resolution in pixels (power of two, 8-1024).")
-flags.DEFINE_enum("loss", DEFAULT.loss, ["logistic", "bce", "hinge", "wgan-gp"],
-                  "logistic: StyleGAN2's non-saturating loss with R1; bce: binary cross-entropy without R1; "
-                  "hinge: hinge loss with R1; wgan-gp: Wasserstein loss with gradient penalty.")
-flags.DEFINE_integer("batch_size", DEFAULT.batch_size, "Global batch size (split across replicas).")
-flags.DEFINE_float("kimg", DEFAULT.kimg, "Training length in thousands of real images shown to D.")
-flags.DEFINE_float("g_lr", DEFAULT.g_lr, "Generator Adam learning rate.")
-flags.DEFINE_float("d_lr", DEFAULT.d_lr, "Discriminator Adam learning rate.")
-flags.DEFINE_float("r1_gamma", None, "R1 weight gamma (logistic and hinge only). Default: the preset's (quick: 1.0), "
-                   "else 0.0002 * resolution^2 / batch_size.")
-flags.DEFINE_float("pl_weight", DEFAULT.pl_weight, "Path-length regularisation weight (0 turns it off).")
-flags.DEFINE_integer("n_critic", DEFAULT.n_critic, "Discriminator steps per generator step.")
-flags.DEFINE_float("ema_kimg", DEFAULT.ema_kimg, "Half-life of the generator's moving average, in thousands of images.")
-flags.DEFINE_integer("mapping_layers", DEFAULT.mapping_layers, "Depth of the mapping network (2-8).")
-flags.DEFINE_integer("z_dim", DEFAULT.z_dim, "Latent z size.")
-flags.DEFINE_integer("w_dim", DEFAULT.w_dim, "Style w size.")
-flags.DEFINE_integer("channel_base", DEFAULT.channel_base, "Feature maps at resolution r: min(channel_base / r, channel_max).")
-flags.DEFINE_integer("channel_max", DEFAULT.channel_max, "Most feature maps in any layer.")
-flags.DEFINE_boolean("mirror", DEFAULT.mirror, "Flip each real slice left-right with probability 1/2 "
-                     "(brains are nearly symmetric; --nomirror for data where left and right differ).")
-flags.DEFINE_float("style_mixing_prob", DEFAULT.style_mixing_prob, "Probability of style-mixing regularisation.")
-flags.DEFINE_float("const_std", DEFAULT.const_std, "Initial standard deviation of the generator's learned 4x4 "
-                   "constant; StyleGAN2 uses 1.0 (README, Differences from the reference).")
-flags.DEFINE_enum("d_downsample", DEFAULT.d_downsample, ["decimate", "strided"],
-                  "How the discriminator's 3x3 convs downsample: decimate (blur and decimate, then convolve at "
-                  "half resolution) or strided (StyleGAN2: blur at full resolution, then a stride-2 conv).")
-flags.DEFINE_enum("augment", DEFAULT.augment, ["off", "ada", "fixed"],
-                  "Discriminator augmentation: off, ada (adaptive p, for small datasets) or fixed p.")
-flags.DEFINE_float("augment_p", DEFAULT.augment_p, "Augmentation probability: the start value for ada, the constant for fixed.")
-flags.DEFINE_float("ada_target", DEFAULT.ada_target, "ADA's target for r_t = E[sign(D(real))].")
-flags.DEFINE_float("ada_kimg", DEFAULT.ada_kimg, "ADA speed: p can move from 0 to 1 in this many thousand images "
-                   "(the paper's 500 suits GPU-length runs; use 10-50 for short CPU runs).")
-flags.DEFINE_integer("seed", DEFAULT.seed, "Random seed: same seed, same run.")
-# How.
-flags.DEFINE_enum("precision", DEFAULT.precision, ["float32", "bfloat16", "float16"],
-                  "Compute precision (variables stay float32): bfloat16 for TPUs and CPUs with AMX, float16 "
-                  "with dynamic loss scaling for NVIDIA GPUs. Without AMX, bfloat16 convolutions are slower "
-                  "than float32 on CPU (README, Speed).")
-flags.DEFINE_boolean("xla", DEFAULT.xla, "Compile the training step with XLA (jit_compile).")
-flags.DEFINE_boolean("fused_modconv", DEFAULT.fused_modconv, "Grouped per-sample convolution instead of modulating activations.")
+flags.DEFINE_enum("preset", "quick", list(config_module.PRESETS), "Named settings to start from; the model, "
+                  "objective and run flags override them. quick: 32x32 CPU demo (about 11 minutes on 2 cores); "
+                  "reference: the 64x64 benchmark model; paper: config-f sizes. `--preset paper --help` shows "
+                  "that preset's values as the defaults.")
+
+
+def define_config_flags():
+    """One flag per Config tunable: help text and choices come from the field, the default from the
+    quick preset (--help shows the chosen preset's)."""
+    for field in config_module.TUNABLES:
+        default, text, choices = getattr(DEFAULT, field.name), field.metadata["help"], field.metadata["choices"]
+        kinds = getattr(field.type, "__args__", (field.type,))                 # float | None -> (float, None)
+        if choices:
+            flags.DEFINE_enum(field.name, default, list(choices), text)
+        elif bool in kinds:
+            flags.DEFINE_boolean(field.name, default, text)
+        elif int in kinds:
+            flags.DEFINE_integer(field.name, default, text)
+        else:
+            flags.DEFINE_float(field.name, default, text)
+
+
+define_config_flags()
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multiworker", "tpu"],
                   "tf.distribute strategy: default (one device), mirrored (all local GPUs), multiworker "
                   "(several machines, TF_CONFIG), tpu.")
@@ -203,6 +189,55 @@ flags.DEFINE_string("projected_w", None, "generate: render the latents of a proj
                     "projected_w.npz, or projected/projected_w.npz for all) instead of seeds.")
 
 
+# --help: one section per purpose. Config flags join the section their field names (config.tunable).
+HELP_GROUPS = {
+    "what to do": ["mode", "load", "clear", "dry_run", "init_from", "preset"],
+    "data": ["data_dir", "splits", "exclude_subjects"],
+    "model": [],
+    "objective": [],
+    "run": ["output_dir", "strategy", "tick_kimg", "keep_checkpoints"],
+    "generation": ["checkpoint", "exported", "seeds", "first_seed", "num_images", "psi", "truncation_cutoff",
+                   "noise_mode", "mix_rows", "mix_cols", "mix_layers", "outdir", "projected_w"],
+    "evaluation": ["eval_kimg", "eval_metrics", "eval_images", "eval_dir", "eval_splits", "eval_subjects", "metrics",
+                   "inception_weights"],
+    "projection": ["target", "target_dir", "project_space", "project_steps", "project_batch", "project_distance",
+                   "project_noise", "project_seed", "vgg16_weights"],
+}
+for _field in config_module.TUNABLES:
+    HELP_GROUPS[_field.metadata["group"]].append(_field.name)
+HELP_ARGS = ("--help", "-h", "-?", "--helpshort")         # --helpfull stays absl's (every module's flags)
+
+
+def help_text(preset_name="quick"):
+    """--help: the module docstring, then every flag of this program by section, with the defaults
+    of `preset_name` for the config flags."""
+    preset = config_module.PRESETS[preset_name]
+    lines = [__doc__.strip(), "", f"Flags by purpose; config defaults are --preset {preset_name}'s."]
+    for group, names in HELP_GROUPS.items():
+        lines += ["", f"{group}:"]
+        for name in names:
+            flag = FLAGS[name]
+            default = getattr(preset, name) if name in preset.__dataclass_fields__ else flag.default
+            if name == "r1_gamma" and default is None:
+                default = f"{preset.resolved_r1_gamma:g} (the heuristic)"
+            elif isinstance(default, (list, tuple)):
+                default = ",".join(map(str, default)) or "none"
+            label = f"--[no]{name}" if flag.boolean else f"--{name}"
+            text = f"{label}: {flag.help} (default: {'none' if default is None else default})"     # help has <choices>
+            lines.append(textwrap.fill(text, 100, initial_indent="  ", subsequent_indent="      "))
+    return "\n".join(lines)
+
+
+def _preset_in(argv):
+    """The --preset typed in argv (for --help's defaults), else quick."""
+    for i, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith("--preset=") else (
+            argv[i + 1] if arg == "--preset" and i + 1 < len(argv) else None)
+        if value in config_module.PRESETS:
+            return value
+    return "quick"
+
+
 def config_from_flags():
     """The chosen preset (or, with --init_from, that run's settings), overridden by every Config flag
     the user typed. Returns (config, typed names)."""
@@ -210,7 +245,7 @@ def config_from_flags():
     fields = {f.name for f in dataclasses.fields(config_module.Config)}
     typed = {name for name in fields if name in FLAGS and FLAGS[name].present}
     config = base.replace(**{name: FLAGS[name].value for name in typed})
-    if FLAGS.r1_gamma and config.resolved_r1_gamma == 0.0:            # set by hand for a loss without R1
+    if "r1_gamma" in typed and config.resolved_r1_gamma == 0.0:       # set by hand for a loss without R1
         raise ValueError(f"--r1_gamma applies to the logistic and hinge losses, not --loss={config.loss}")
     return config, typed
 
@@ -277,16 +312,13 @@ def dry_run(config, typed, options):
 
 
 def load_generator():
-    import generate
     if FLAGS.exported:
-        return generate.load_exported(FLAGS.exported)
+        return sampling.load_exported(FLAGS.exported)
     gan, _ = runs.load_for_inference(runs.Paths(FLAGS.output_dir), FLAGS.checkpoint)
     return gan.generator_ema
 
 
 def generate_images():
-    import generate
-    import visualize
     out = FLAGS.outdir or runs.Paths(FLAGS.output_dir).generated
     if FLAGS.projected_w:
         g, _ = projection.load_networks(FLAGS.output_dir, FLAGS.checkpoint, FLAGS.exported)
@@ -296,17 +328,17 @@ def generate_images():
     if not 0.0 <= FLAGS.psi <= 1.0:
         logging.warning("--psi %g is outside [0, 1]: psi > 1 exaggerates each image's distance from the average "
                         "(more artefacts), psi < 0 mirrors it; 1 is off, 0.5-0.8 is the usual range", FLAGS.psi)
-    seeds = (generate.parse_ranges(FLAGS.seeds) if FLAGS.seeds
+    seeds = (sampling.parse_ranges(FLAGS.seeds) if FLAGS.seeds
              else list(range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.num_images)))
-    rows = generate.parse_ranges(FLAGS.mix_rows, "--mix_rows") if FLAGS.mix_rows else seeds[:5]
-    cols = generate.parse_ranges(FLAGS.mix_cols, "--mix_cols") if FLAGS.mix_cols else seeds[5:11] or seeds[:5]
-    layers = generate.parse_ranges(FLAGS.mix_layers, "--mix_layers")
+    rows = sampling.parse_ranges(FLAGS.mix_rows, "--mix_rows") if FLAGS.mix_rows else seeds[:5]
+    cols = sampling.parse_ranges(FLAGS.mix_cols, "--mix_cols") if FLAGS.mix_cols else seeds[5:11] or seeds[:5]
+    layers = sampling.parse_ranges(FLAGS.mix_layers, "--mix_layers")
     g = load_generator()
     truncation = {"psi": FLAGS.psi, "truncation_cutoff": FLAGS.truncation_cutoff}
-    generate.write_images(out, g, seeds, noise_mode=FLAGS.noise_mode, **truncation)
-    grid = generate.style_mixing_grid(g, rows, cols, layers, noise_mode=FLAGS.noise_mode, **truncation)
+    sampling.write_images(out, g, seeds, noise_mode=FLAGS.noise_mode, **truncation)
+    grid = sampling.style_mixing_grid(g, rows, cols, layers, noise_mode=FLAGS.noise_mode, **truncation)
     visualize.save_grid(os.path.join(out, "style_mixing.png"), grid, columns=len(cols) + 1)
-    frames = generate.interpolation(g, (seeds * 2)[:4], **truncation)
+    frames = sampling.interpolation(g, (seeds * 2)[:4], **truncation)
     visualize.save_grid(os.path.join(out, "interpolation.png"), frames[::3], columns=len(frames[::3]))
     visualize.save_gif(os.path.join(out, "interpolation.gif"), frames)
     logging.info("wrote %d images (seeds %s, psi %.2f), grid.png, style_mixing.png (rows %s, columns %s, layers "
@@ -315,9 +347,8 @@ def generate_images():
 
 
 def export():
-    import generate
     gan, _ = runs.load_for_inference(runs.Paths(FLAGS.output_dir), FLAGS.checkpoint)
-    path = generate.export(gan.generator_ema, runs.Paths(FLAGS.output_dir).exports)
+    path = sampling.export(gan.generator_ema, runs.Paths(FLAGS.output_dir).exports)
     logging.info("exported the EMA generator to %s; load it with keras.models.load_model after `import generator`", path)
 
 
@@ -348,7 +379,6 @@ def project():
 def configure_logging():
     """Timestamped INFO lines from this project; from libraries (TensorFlow logs its checkpoint
     internals through absl too) only warnings and errors."""
-    import logging as std_logging
     here = os.path.dirname(os.path.abspath(__file__))
     handler = logging.get_absl_handler()
     handler.setFormatter(std_logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
@@ -359,6 +389,9 @@ def configure_logging():
 def parse_flags(argv):
     """absl's flag parsing, with exit status 2 for a usage error (absl's own is 1, which here means
     a user error found while running)."""
+    if any(arg in HELP_ARGS for arg in argv[1:]):
+        print(help_text(_preset_in(argv)))
+        sys.exit(0)
     try:
         return FLAGS(argv)
     except flags.Error as error:

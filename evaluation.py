@@ -17,10 +17,12 @@ import os
 import numpy as np
 from absl import logging
 
+import atomic
 import data
-import generate
 import metrics
+import pixels
 import runs
+import sampling
 import visualize
 
 MIN_IMAGES = 256  # fewer generated images than this make SWD and KID too noisy to compare runs
@@ -172,18 +174,18 @@ def evaluate_run(paths, reference, num_images=None, seed=0, inception_weights=No
     """
     names = check_metrics(names) if names else offline_metrics(inception_weights)
     if exported:
-        g, images_seen = generate.load_exported(exported), None
+        g, images_seen = sampling.load_exported(exported), None
     else:
         gan, _ = runs.load_for_inference(paths, checkpoint)
         g, images_seen = gan.generator_ema, int(gan.images_seen.numpy())
-    reals = data.to_unit_range(load_reference(reference, g.resolution, paths.cache, g.channels))
+    reals = pixels.to_unit_range(load_reference(reference, g.resolution, paths.cache, g.channels))
     count = num_images or max(len(reals), MIN_IMAGES)
     logging.info("evaluating %s: %d generated against %d real %dx%d slices (%s)",
                  exported or f"the checkpoint at {images_seen / 1000:g} kimg", count, len(reals), g.resolution,
                  g.resolution, ", ".join(names))
     generated = []
     for start in range(0, count, 256):
-        generated.append(generate.synthesize(g, range(start, min(start + 256, count)), noise_mode="random"))
+        generated.append(sampling.synthesize(g, range(start, min(start + 256, count)), noise_mode="random"))
         logging.info("generated %d/%d images", start + len(generated[-1]), count)
     generated = np.concatenate(generated)                                        # [count, R, R, C]
     feature_fn = functools.partial(metrics.inception_features, weights=inception_weights or "imagenet")
@@ -196,8 +198,8 @@ def evaluate_run(paths, reference, num_images=None, seed=0, inception_weights=No
 
     os.makedirs(paths.evaluation, exist_ok=True)
     name = "report_exported.json" if exported else f"report_{images_seen:08d}.json"
-    visualize.write_json(os.path.join(paths.evaluation, name), report)
-    visualize.write_json(os.path.join(paths.evaluation, "latest.json"), report)
+    atomic.write_json(os.path.join(paths.evaluation, name), report)
+    atomic.write_json(os.path.join(paths.evaluation, "latest.json"), report)
     for line in summary_lines(report):
         logging.info("%s", line)
     logging.info("evaluation report written to %s", os.path.join(paths.evaluation, "latest.json"))

@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+import augment as augment_module
 from config import Config
 from discriminator import Discriminator
 from generator import Generator
@@ -339,7 +340,6 @@ def build_gan(config, strategy=None):
     with (strategy or tf.distribute.get_strategy()).scope():
         augment = None
         if config.augment != "off":
-            import augment as augment_module  # Only needed with --augment.
             augment = augment_module.from_config(config)
         gan = StyleGAN2(config, augment=augment)
         gan.compile()

@@ -1,36 +1,16 @@
 """StyleGAN2 generator: mapping network z -> w and skip-architecture synthesis network w -> image.
 
-Lives here: `MappingNetwork`, `SynthesisNetwork`, `Generator` and the channel schedule shared with
-the discriminator. Not here: the layers themselves (layers.py), training, EMA and style-mixing
-regularisation (gan.py).
+Lives here: `MappingNetwork`, `SynthesisNetwork`, `Generator`. Not here: the layers themselves and
+the network sizes shared with the discriminator and config (layers.py), training, EMA and
+style-mixing regularisation (gan.py).
 """
-
-import math
 
 import keras
 import numpy as np
 from keras import ops
 
-from layers import (BiasActivation, EqualizedDense, ModulatedConv2D, NoiseInjection, PixelNorm, ToRGB,
-                    fir_filter, register, upsample_2d)
-
-MIN_CHANNELS = 8  # The earlier attempt trained with 1 filter; anything this thin cannot learn anatomy.
-
-
-def check_resolution(resolution):
-    if resolution < 8 or resolution > 1024 or resolution & (resolution - 1):
-        raise ValueError(f"resolution must be a power of two from 8 to 1024, got {resolution}")
-    return int(math.log2(resolution))
-
-
-def channels_at(res, channel_base, channel_max):
-    """Feature maps at a resolution: min(channel_base / res, channel_max), as in the paper."""
-    channels = min(channel_base // res, channel_max)
-    if channels < MIN_CHANNELS:
-        raise ValueError(
-            f"channel_base={channel_base} gives {channels} channels at {res}x{res}; at least "
-            f"{MIN_CHANNELS} are needed, so use channel_base >= {MIN_CHANNELS * res}")
-    return channels
+from layers import (BiasActivation, EqualizedDense, ModulatedConv2D, NoiseInjection, PixelNorm, ToRGB, channels_at,
+                    check_resolution, fir_filter, register, upsample_2d)
 
 
 def num_ws_for(resolution):
@@ -133,7 +113,8 @@ class SynthesisNetwork(keras.layers.Layer):
                 conv_index += 1
             torgb.build(x_shape, w_shape)
 
-    def call(self, ws, noise_mode="random", noise_seed=None):
+    def call(self, ws, noise_mode="random", noise_seed=None, noise_maps=None):
+        """noise_maps: one [B or 1, h, w, 1] map per noise layer to add instead of drawn noise."""
         batch = ops.shape(ws)[0]
         x = ops.tile(ops.cast(self.const, self.compute_dtype)[None], [batch, 1, 1, 1])  # [B, 4, 4, C]
         image = None
@@ -142,7 +123,8 @@ class SynthesisNetwork(keras.layers.Layer):
             for _ in range(1 if res == 4 else 2):
                 w = ws[:, conv_index]
                 x = self.convs[conv_index](x, w)
-                x = self.noises[conv_index](x, noise_mode=noise_mode, noise_seed=noise_seed)
+                noise = None if noise_maps is None else noise_maps[conv_index]
+                x = self.noises[conv_index](x, noise_mode=noise_mode, noise_seed=noise_seed, noise=noise)
                 x = self.acts[conv_index](x)
                 conv_index += 1
             y = torgb(x, ws[:, conv_index])                                            # style of next conv

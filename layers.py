@@ -1,7 +1,8 @@
 """StyleGAN2 building blocks as Keras 3 layers (Karras et al. 2020, "Analyzing and Improving the
 Image Quality of StyleGAN").
 
-Lives here: equalized-learning-rate dense and conv layers, modulated/demodulated convolution, FIR
+Lives here: the network sizes (valid resolutions, channels per resolution, mapping depths),
+equalized-learning-rate dense and conv layers, modulated/demodulated convolution, FIR
 resampling, noise injection, bias + activation, PixelNorm, minibatch standard deviation and the
 ToRGB output layer. The maths sits in small pure functions (`upfirdn2d`, `modulated_conv2d`,
 `minibatch_stddev`, ...) that the layers call, so tests can check each against NumPy.
@@ -24,6 +25,31 @@ ACTIVATIONS = ("linear", "lrelu")
 DOWN_MODES = ("decimate", "strided")  # how EqualizedConv2D downsamples: see its docstring
 
 register = keras.saving.register_keras_serializable(package="stylegan2")
+
+
+# ---------------------------------------------------------------------------------------------
+# Network sizes (shared by generator.py, discriminator.py and config.py)
+# ---------------------------------------------------------------------------------------------
+
+MAPPING_DEPTHS = (1, 8)   # fewest and most mapping-network layers (the paper: 8; 1 for tiny tests)
+MIN_CHANNELS = 8  # The earlier attempt trained with 1 filter; anything this thin cannot learn anatomy.
+
+
+def check_resolution(resolution):
+    """log2 of a valid resolution: a power of two from 8 to 1024."""
+    if resolution < 8 or resolution > 1024 or resolution & (resolution - 1):
+        raise ValueError(f"resolution must be a power of two from 8 to 1024, got {resolution}")
+    return int(math.log2(resolution))
+
+
+def channels_at(res, channel_base, channel_max):
+    """Feature maps at a resolution: min(channel_base / res, channel_max), as in the paper."""
+    channels = min(channel_base // res, channel_max)
+    if channels < MIN_CHANNELS:
+        raise ValueError(
+            f"channel_base={channel_base} gives {channels} channels at {res}x{res}; at least "
+            f"{MIN_CHANNELS} are needed, so use channel_base >= {MIN_CHANNELS * res}")
+    return channels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,13 +417,16 @@ class NoiseInjection(keras.layers.Layer):
             name="const_noise", shape=(1, h, w, 1), trainable=False,
             initializer=keras.initializers.Constant(const.astype(np.float32)))
 
-    def call(self, x, noise_mode="random", noise_seed=None):
-        """`noise_seed` ([2] int tensor), when given, makes 'random' noise stateless and replica-safe."""
+    def call(self, x, noise_mode="random", noise_seed=None, noise=None):
+        """`noise_seed` ([2] int tensor), when given, makes 'random' noise stateless and replica-safe.
+        `noise` [B or 1, h, w, 1], when given, is added instead of any drawn (projection optimises it)."""
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
-        if noise_mode == "none":
+        if noise is not None:
+            noise = ops.cast(noise, x.dtype)
+        elif noise_mode == "none":
             return x
-        if noise_mode == "const":
+        elif noise_mode == "const":
             noise = ops.cast(self.const_noise, x.dtype)
         elif noise_seed is not None:
             shape = (tf.shape(x)[0], x.shape[1], x.shape[2], 1)

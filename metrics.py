@@ -23,6 +23,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+import pixels
+
 # ---------------------------------------------------------------------------------------------
 # Checks
 # ---------------------------------------------------------------------------------------------
@@ -358,7 +360,7 @@ def inception_inputs(images):
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)                                    # [N, R, R, 3]
     resized = tf.image.resize(images, (INCEPTION_SIZE, INCEPTION_SIZE), method="bilinear")
-    return keras.applications.inception_v3.preprocess_input((resized.numpy() + 1.0) * 127.5)
+    return keras.applications.inception_v3.preprocess_input(pixels.to_byte_range(resized.numpy()))
 
 
 @functools.lru_cache(maxsize=2)

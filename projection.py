@@ -37,10 +37,13 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+import atomic
 import data
 import metrics
+import pixels
+import runs
+import sampling
 import visualize
-from layers import upsample_2d
 
 SPACES = ("w", "wplus")
 W_STATS_SEED = 123               # z draws for w_avg and w_std, as the reference
@@ -136,26 +139,12 @@ def latent_stats(g, num_samples=10000, seed=W_STATS_SEED, batch_size=1000):
 # ---------------------------------------------------------------------------------------------
 
 def synthesize(synthesis, ws, noises):
-    """`synthesis(ws)` with each noise layer's map supplied instead of drawn: the same layer objects
-    run in the same order, only the noise is ours. With every layer's `const_noise` this equals
-    `synthesis(ws, noise_mode="const")` exactly (tested).
+    """`synthesis(ws)` with each noise layer's map supplied instead of drawn (`noise_maps`). With
+    every layer's `const_noise` this equals `synthesis(ws, noise_mode="const")` exactly (tested).
     Shapes: ws [B, num_ws, w_dim], noises one per conv: [B or 1, h, w, 1] -> [B, R, R, C]"""
     if len(noises) != len(synthesis.noises):
         raise ValueError(f"the synthesis network has {len(synthesis.noises)} noise layers, got {len(noises)} maps")
-    batch = tf.shape(ws)[0]
-    x = tf.tile(tf.cast(synthesis.const, synthesis.compute_dtype)[None], [batch, 1, 1, 1])  # [B, 4, 4, C]
-    image = None
-    index = 0
-    for res, torgb in zip(synthesis.res_list, synthesis.torgbs):
-        for _ in range(1 if res == 4 else 2):
-            x = synthesis.convs[index](x, ws[:, index])
-            strength = tf.cast(synthesis.noises[index].strength, x.dtype)
-            x = x + tf.cast(noises[index], x.dtype) * strength
-            x = synthesis.acts[index](x)
-            index += 1
-        y = torgb(x, ws[:, index])
-        image = y if image is None else upsample_2d(image, synthesis.fir) + y
-    return image
+    return synthesis(ws, noise_maps=list(noises))
 
 
 def const_noises(synthesis):
@@ -300,7 +289,7 @@ def vgg16_features(weights, resolution):
             images = tf.tile(images, [1, 1, 1, 3])                                # [B, R, R, 3]
         if images.shape[1] < size:
             images = tf.image.resize(images, (size, size), method="bilinear")
-        return model(keras.applications.vgg16.preprocess_input((images + 1.0) * 127.5), training=False)
+        return model(keras.applications.vgg16.preprocess_input(pixels.to_byte_range(images)), training=False)
     return features
 
 
@@ -614,10 +603,8 @@ def unique_names(names):
 def load_networks(output_dir, checkpoint="auto", exported=None):
     """(EMA generator, discriminator or None). From an exported .keras generator (no discriminator),
     else from the run's `checkpoint` (`runs.choose_checkpoint`: best, latest, a step or a path)."""
-    import generate
-    import runs
     if exported:
-        return generate.load_exported(exported), None
+        return sampling.load_exported(exported), None
     gan, _ = runs.load_for_inference(runs.Paths(output_dir), checkpoint)
     return gan.generator_ema, gan.discriminator
 
@@ -627,7 +614,7 @@ def save_latents(path, ws, noises, names, space):
     buffer = io.BytesIO()
     np.savez(buffer, ws=np.asarray(ws, np.float32), names=np.asarray(names), space=np.asarray(space),
              **{f"noise_{i}": np.asarray(n, np.float32) for i, n in enumerate(noises)})
-    visualize.atomic_write_bytes(path, buffer.getvalue())
+    atomic.write_bytes(path, buffer.getvalue())
 
 
 def load_latents(path, g):
@@ -692,7 +679,7 @@ def save_heat_map(path, heat, title, vmax=None):
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    visualize.atomic_write_bytes(path, buffer.getvalue())
+    atomic.write_bytes(path, buffer.getvalue())
 
 
 def write_target_outputs(folder, name, target, result, index, space, sigma):
@@ -725,7 +712,7 @@ def project_files(g, names, targets, settings, out_dir, distance, batch_size=8, 
     projector = Projector(g, settings, distance)
     show_bar = sys.stderr.isatty() if progress is None else progress
     bar = _Progress(settings.num_steps * math.ceil(len(targets) / batch_size), show_bar)
-    images = data.to_unit_range(targets)
+    images = pixels.to_unit_range(targets)
     entries, seconds, sigma = [], 0.0, default_sigma(g.resolution)
     all_ws, all_noises = [], []
     for start in range(0, len(images), batch_size):
@@ -750,6 +737,6 @@ def project_files(g, names, targets, settings, out_dir, distance, batch_size=8, 
                "mean_distance": float(np.mean([e["distance"] for e in entries])),
                "seconds_per_target": seconds / len(entries), "batch_size": batch_size,
                "resolution": int(g.resolution)}
-    visualize.write_json(os.path.join(out_dir, "summary.json"), summary)
+    atomic.write_json(os.path.join(out_dir, "summary.json"), summary)
     return summary
 

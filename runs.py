@@ -31,8 +31,8 @@ from google.protobuf import text_format
 from tensorflow.python.checkpoint import checkpoint_management
 from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState
 
+import atomic
 import data
-import visualize
 from config import Config
 from gan import build_gan
 
@@ -51,7 +51,7 @@ _CKPT_DATA = re.compile(r"^ckpt-(\d+)\.data-\d{5}-of-\d{5}$")
 _CKPT_TEMP_DIR = re.compile(r"^ckpt-\d+_temp$")               # SaveV2 writes here, MergeV2 renames
 _CKPT_TEMP_PART = re.compile(r"^part-\d{5}-of-\d{5}\.(index|data-\d{5}-of-\d{5})$")
 _INDEX_TEMP = re.compile(r"^checkpoint\.tmp[0-9a-f]+$")       # the index, written then renamed
-_JSON_TEMP = re.compile(r"^(config|history)\.json\.tmp\d+$")  # visualize.write_json's temporary names
+_JSON_TEMP = re.compile(r"^(config|history)\.json\.tmp\d+$")  # atomic.write_json's temporary names
 
 
 class RunError(RuntimeError):
@@ -362,7 +362,7 @@ def record_changes(paths, history, kimg, changes):
     if not changes:
         return
     history.append({"kimg": kimg, "changed": changes})
-    visualize.write_json(paths.history_file, history)
+    atomic.write_json(paths.history_file, history)
     logging.info("changed on resume at %g kimg: %s", kimg,
                  ", ".join(f"{k} {old:g} -> {new:g}" for k, (old, new) in changes.items()))
 
@@ -487,7 +487,7 @@ class Checkpointer:
         os.makedirs(folder, exist_ok=True)
         name = f"ckpt-{step}"
         self.checkpoint.write(os.path.join(folder, name))
-        visualize.write_json(os.path.join(folder, BEST_FILE), {"kimg": kimg, "swd_avg": swd, "step": step,
+        atomic.write_json(os.path.join(folder, BEST_FILE), {"kimg": kimg, "swd_avg": swd, "step": step,
                                                                 "checkpoint": name})
         for entry in os.scandir(folder):
             if entry.name.startswith("ckpt-") and not entry.name.startswith(name + "."):

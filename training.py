@@ -3,7 +3,7 @@
 Lives here: `RunOptions`, distribution strategies, the `train` loop around `keras.Model.fit` and
 its callbacks (ticks, clean stops). Not here: the run folder, checkpoints, the lock and the
 resume rules (runs.py), flags (driver.py), the training step (gan.py), pictures (visualize.py),
-generation and export (generate.py).
+generation and export (sampling.py).
 
 A run is divided into ticks of `tick_kimg` thousand images (Keras "epochs"); after each tick the
 EMA generator draws a grid from fixed latents, the loss plot and TensorBoard are updated and a
@@ -25,8 +25,10 @@ from absl import logging
 
 import data
 import evaluation
-import generate
+import atomic
+import sampling
 import metrics
+import pixels
 import visualize
 from gan import NonFiniteLossError, StopOnNonFinite, build_gan
 from runs import (Checkpointer, Paths, RunError, RunLock, clean_leftovers, initialize_from, record_changes,
@@ -114,7 +116,7 @@ class TickOutputs(keras.callbacks.Callback):
         super().__init__()
         self.paths, self.checkpointer, self.config, self.options = paths, checkpointer, config, options
         self.total_steps, self.stop_flag, self.history = total_steps, stop_flag, history
-        self.reference = None if reference is None else data.to_unit_range(reference)
+        self.reference = None if reference is None else pixels.to_unit_range(reference)
         self.feature_fn = functools.partial(metrics.inception_features,
                                             weights=options.inception_weights or "imagenet")
         self.fixed_z = np.random.default_rng(config.seed).standard_normal(
@@ -166,7 +168,7 @@ class TickOutputs(keras.callbacks.Callback):
             return  # Nothing new since the last save (a stop right after a tick).
         self.checkpointer.check_finite(self.steps_done())   # a diverged state writes nothing at all
         if self.evaluation_due(kimg):
-            generated = generate.synthesize(self.model.generator_ema, range(self.options.eval_images),
+            generated = sampling.synthesize(self.model.generator_ema, range(self.options.eval_images),
                                             noise_mode="random")
             report = evaluation.evaluate_images(generated, self.reference, self.feature_fn, self.config.seed,
                                                 self.options.eval_metrics)
@@ -186,7 +188,7 @@ class TickOutputs(keras.callbacks.Callback):
             tf.summary.image("samples", (samples[:16] + 1.0) / 2.0, max_outputs=16)
         if "swd_avg" in entry and self.checkpointer.save_best(self.steps_done(), kimg, entry["swd_avg"]):
             entry["best"] = True                        # this tick's state is now checkpoints/best/
-        visualize.write_json(self.paths.history_file, self.history)
+        atomic.write_json(self.paths.history_file, self.history)
         path = self.checkpointer.save(self.steps_done())
         remaining = (self.config.kimg - kimg) * seconds_per_kimg
         if self.progbar is not None:
@@ -286,11 +288,11 @@ def _train_locked(config, options, explicit, paths):
         record_changes(paths, history, images_seen / 1000, changes)
     elif options.init_from:
         source = initialize_from(gan, Paths(options.init_from))
-        visualize.write_json(os.path.join(paths.logs, "init_from.json"), {"run": os.path.abspath(options.init_from),
+        atomic.write_json(os.path.join(paths.logs, "init_from.json"), {"run": os.path.abspath(options.init_from),
                                                                           "checkpoint": os.path.abspath(source)})
         logging.info("initialised from %s: its generator, EMA and discriminator weights; fresh optimizers and "
                      "counters", source)
-    visualize.write_json(paths.config_file, dataclasses.asdict(config))
+    atomic.write_json(paths.config_file, dataclasses.asdict(config))
 
     steps_done = int(gan.images_seen.numpy()) // config.batch_size
     steps_per_tick = max(1, math.ceil(options.tick_kimg * 1000 / config.batch_size))

@@ -1,13 +1,12 @@
-"""Pictures for people: sample grids, loss plots, interpolation GIFs. Files are written atomically.
+"""Pictures for people: sample grids, loss plots, interpolation GIFs, written atomically (atomic.py).
 
 Lives here: turning arrays and training history into PNG/GIF files. Not here: producing the
-images (gan.py, generate.py) or deciding when to draw them (training.py).
+images (gan.py, sampling.py), deciding when to draw them (training.py), the pixel-range
+conversion (pixels.py).
 Images come in as float arrays in [-1, 1], [N, H, W, C] with C = 1 (or 3).
 """
 
 import io
-import json
-import os
 
 import matplotlib
 
@@ -16,23 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-
-def to_uint8(images):
-    """[-1, 1] floats -> uint8 [0, 255], clipping what the generator overshoots."""
-    return np.clip(np.rint((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-def atomic_write_bytes(path, data):
-    """Write to a temporary name and rename: a killed process never leaves a half-written file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def write_json(path, value):
-    """A JSON report or history, atomically, sorted and indented for people to read."""
-    atomic_write_bytes(path, json.dumps(value, indent=2, sort_keys=True).encode())
+import atomic  # noqa: E402
+import pixels  # noqa: E402
 
 
 def _png_bytes(array):
@@ -43,35 +27,35 @@ def _png_bytes(array):
 
 def tile(images, columns, padding=2):
     """Arrange images [N, H, W, C] in [-1, 1] into one uint8 mosaic [rows*H, columns*W] (or RGB)."""
-    pixels = to_uint8(images)
-    n, h, w, c = pixels.shape
+    levels = pixels.to_uint8(images)
+    n, h, w, c = levels.shape
     rows = -(-n // columns)
     grid = np.zeros([rows * (h + padding) + padding, columns * (w + padding) + padding, c], np.uint8)
     for i in range(n):
         r, col = divmod(i, columns)
         y, x = padding + r * (h + padding), padding + col * (w + padding)
-        grid[y:y + h, x:x + w] = pixels[i]
+        grid[y:y + h, x:x + w] = levels[i]
     return grid[..., 0] if c == 1 else grid
 
 
 def save_grid(path, images, columns=None):
     columns = columns or int(np.ceil(np.sqrt(len(images))))
-    atomic_write_bytes(path, _png_bytes(tile(images, columns)))
+    atomic.write_bytes(path, _png_bytes(tile(images, columns)))
 
 
 def save_image(path, image):
     """One [H, W, C] image in [-1, 1] as an 8-bit PNG at its own resolution."""
-    pixels = to_uint8(image)
-    atomic_write_bytes(path, _png_bytes(pixels[..., 0] if pixels.shape[-1] == 1 else pixels))
+    levels = pixels.to_uint8(image)
+    atomic.write_bytes(path, _png_bytes(levels[..., 0] if levels.shape[-1] == 1 else levels))
 
 
 def save_gif(path, frames, duration_ms=80):
     """Frames [T, H, W, C] in [-1, 1] -> looping GIF that plays forwards then backwards."""
-    pixels = [Image.fromarray(f[..., 0] if f.shape[-1] == 1 else f) for f in to_uint8(frames)]
-    pixels = pixels + pixels[-2:0:-1]
+    images = [Image.fromarray(f[..., 0] if f.shape[-1] == 1 else f) for f in pixels.to_uint8(frames)]
+    images = images + images[-2:0:-1]
     buffer = io.BytesIO()
-    pixels[0].save(buffer, format="GIF", save_all=True, append_images=pixels[1:], duration=duration_ms, loop=0)
-    atomic_write_bytes(path, buffer.getvalue())
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+    atomic.write_bytes(path, buffer.getvalue())
 
 
 def plot_history(path, history, keys=("d_loss", "g_loss"), extra=()):
@@ -113,4 +97,4 @@ def save_figure(path, fig):
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic.write_bytes(path, buffer.getvalue())

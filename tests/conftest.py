@@ -8,10 +8,10 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import keras  # noqa: E402
 
 # Two logical CPU devices so MirroredStrategy can be tested without a GPU. Must happen before
 # TensorFlow initialises its devices, i.e. before any op runs.

@@ -10,10 +10,11 @@ import os
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 from PIL import Image
 
 import data
-from conftest import SHARED_DATA
+from phantom import synthetic_slices
 
 # COMP3710-style tree: every image is one constant value that encodes split and subject.
 SPLIT_BASE = {"train": 100, "validate": 150, "test": 200}
@@ -352,11 +353,11 @@ def test_synthetic_default_is_cached_and_tiled(tmp_path, monkeypatch):
     cache = str(tmp_path / "cache")
     slices = data.load_slices(None, 16, cache, channels=3, seed=1)
     assert slices.shape == (24, 16, 16, 3) and (slices[..., :1] == slices).all()
-    np.testing.assert_array_equal(slices[..., 0], data.synthetic_slices(24, 16, seed=1))
+    np.testing.assert_array_equal(slices[..., 0], synthetic_slices(24, 16, seed=1))
 
     def fail(*args):
         raise AssertionError("generated although the cache should have been used")
-    monkeypatch.setattr(data, "synthetic_slices", fail)
+    monkeypatch.setattr(data.phantom, "synthetic_slices", fail)
     np.testing.assert_array_equal(data.load_slices(None, 16, cache, seed=1)[..., 0], slices[..., 0])
     with pytest.raises(AssertionError):
         data.load_slices(None, 16, cache, seed=2)            # another seed is another data set
@@ -370,12 +371,12 @@ def test_synthetic_default_is_cached_and_tiled(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def phantom():
-    return data.synthetic_slices(16, 64, seed=0)
+    return synthetic_slices(16, 64, seed=0)
 
 
 def test_phantom_is_deterministic_and_varied(phantom):
-    np.testing.assert_array_equal(phantom, data.synthetic_slices(16, 64, seed=0))
-    other = data.synthetic_slices(16, 64, seed=1)
+    np.testing.assert_array_equal(phantom, synthetic_slices(16, 64, seed=0))
+    other = synthetic_slices(16, 64, seed=1)
     assert np.abs(phantom.astype(int) - other).mean() > 10                   # seeds differ
     head_area = (phantom > 20).mean(axis=(1, 2))                              # [16]
     assert head_area[-1] > 1.8 * head_area[0]                                 # small near the vertex
@@ -413,7 +414,7 @@ def test_phantom_looks_like_a_t1_slice(phantom):
 
 @pytest.fixture(scope="module")
 def small_images():
-    return data.synthetic_slices(10, 16, seed=3)[..., None]                      # [10, 16, 16, 1]
+    return synthetic_slices(10, 16, seed=3)[..., None]                      # [10, 16, 16, 1]
 
 
 def take(dataset, count):

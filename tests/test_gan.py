@@ -7,6 +7,8 @@ import pytest
 import tensorflow as tf
 
 import gan as gan_module
+import phantom
+import pixels
 from config import Config
 from gan import NonFiniteLossError, StopOnNonFinite, StyleGAN2, mix_styles, set_precision
 from losses import r1_penalty
@@ -182,7 +184,7 @@ def test_mirrored_strategy_matches_one_device(mirrored):
 def test_a_short_run_on_the_phantom_stays_finite_and_varied(loss):
     """The CPU-scale version of the README's loss comparison: 24 compiled steps on phantom slices."""
     import data
-    images = data.synthetic_slices(96, 8, seed=0)[..., None]
+    images = phantom.synthetic_slices(96, 8, seed=0)[..., None]
     gan = make_gan(loss=loss, ema_kimg=0.05)
     history = gan.fit(data.make_dataset(images, 4, seed=0), steps_per_epoch=24, epochs=1, verbose=0,
                       shuffle=False).history
@@ -196,8 +198,8 @@ def test_each_precision_learns_the_phantom_mean(precision):
     """48 steps move the samples' mean image from far off to near the data's, in every precision."""
     import data
     set_precision(precision)
-    images = data.synthetic_slices(96, 8, seed=0)[..., None]
-    real_mean = data.to_unit_range(images).mean(axis=0)
+    images = phantom.synthetic_slices(96, 8, seed=0)[..., None]
+    real_mean = pixels.to_unit_range(images).mean(axis=0)
     gan = make_gan(precision=precision, ema_kimg=0.05)
     z = tf.random.stateless_normal([64, TINY.z_dim], seed=[5, 5])
 

@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from discriminator import Discriminator
-from generator import Generator, MIN_CHANNELS, channels_at, num_ws_for
+from generator import Generator, num_ws_for
+from layers import MIN_CHANNELS, channels_at
 
 TINY = dict(resolution=8, channel_base=128, channel_max=16)
 

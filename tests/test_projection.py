@@ -16,6 +16,7 @@ from PIL import Image
 
 import data
 import metrics
+import pixels
 import projection as P
 import runs
 from discriminator import Discriminator
@@ -415,7 +416,7 @@ def test_held_out_slices_stored_upside_down_are_found_and_paired_with_their_leve
 def test_project_files_writes_every_output_and_the_latents_render_the_reconstruction(tmp_path):
     g = small_generator(8, strength=0.1)
     _, images = known_targets(g, 3)
-    targets = data.to_uint8((np.clip(images, -1, 1) + 1) * 127.5)
+    targets = pixels.quantize((np.clip(images, -1, 1) + 1) * 127.5)
     settings = P.ProjectionSettings(num_steps=6, w_avg_samples=100, snapshots=3)
     summary = P.project_files(g, ["a", "b", "c"], targets, settings, str(tmp_path), P.make_distance("mse"),
                               batch_size=2, progress=False)
@@ -429,7 +430,7 @@ def test_project_files_writes_every_output_and_the_latents_render_the_reconstruc
         names, ws, noises = P.load_latents(str(tmp_path / name / "projected_w.npz"), g)
         rendered = P.render_latents(g, ws, noises)
         with Image.open(tmp_path / name / "reconstruction.png") as im:
-            np.testing.assert_array_equal(np.asarray(im), data.to_uint8((np.clip(rendered[0, ..., 0], -1, 1) + 1) * 127.5))
+            np.testing.assert_array_equal(np.asarray(im), pixels.quantize((np.clip(rendered[0, ..., 0], -1, 1) + 1) * 127.5))
     on_disk = json.load(open(tmp_path / "summary.json"))
     assert [t["name"] for t in on_disk["targets"]] == ["a", "b", "c"] and on_disk == json.loads(json.dumps(summary))
     assert all(np.isfinite([t["psnr"], t["ssim"], t["distance"]]).all() for t in on_disk["targets"])
@@ -450,9 +451,9 @@ def test_saved_latents_are_checked_against_the_generator(tmp_path):
 
 
 def test_an_exported_generator_projects_with_pixel_distances(tmp_path):
-    import generate
+    import sampling
     g = small_generator(8, strength=0.1)
-    path = generate.export(g, str(tmp_path))
+    path = sampling.export(g, str(tmp_path))
     loaded, discriminator = P.load_networks(str(tmp_path), exported=path)
     assert discriminator is None
     _, targets = known_targets(g, 1)

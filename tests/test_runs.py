@@ -4,6 +4,7 @@ and puts back this run's learning rates; a non-finite state is never saved; the 
 checkpoints and the clean-up after a killed save touch only this program's files; the resume rules.
 The same behaviour through the real command line is in test_safety.py."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import atomic
 import runs
 from config import Config
 from gan import build_gan
@@ -329,8 +331,7 @@ def test_clear_checkpoints_is_refused_while_a_training_holds_the_folder(tmp_path
 def saved_run(tmp_path, config):
     paths = runs.Paths(str(tmp_path))
     os.makedirs(paths.checkpoints)
-    with open(paths.config_file, "w") as f:
-        f.write(config.to_json())
+    atomic.write_json(paths.config_file, dataclasses.asdict(config))
     return paths
 
 

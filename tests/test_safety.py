@@ -16,9 +16,9 @@ import threading
 import numpy as np
 import pytest
 import tensorflow as tf
+from driver_cli import ROOT, TINY, checkpoint_variables, command, digest, env, run
 
 from config import Config
-from driver_cli import ROOT, TINY, checkpoint_variables, command, digest, env, run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -60,7 +60,7 @@ def test_a_new_run_refuses_a_folder_that_holds_a_run_until_it_is_cleared(trained
     assert os.listdir(os.path.join(out, "samples")) and os.listdir(os.path.join(out, "cache"))   # not asked for
     assert "ckpt-4.index" in result.stderr
 
-    import driver                                                     # --help lists the way to discard a run
+    import driver  # --help lists the way to discard a run
     assert "checkpoints: the run itself" in driver.FLAGS["clear"].help and "never checkpoints" in driver.FLAGS["clear"].help
 
 

@@ -41,9 +41,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 
+import atomic  # noqa: E402
 import data  # noqa: E402
+import pixels  # noqa: E402
 import projection as P  # noqa: E402
-import visualize  # noqa: E402
 
 LEVEL = re.compile(r"_slice_(\d+)")
 LESION_RADII = (1.5, 3.0, 5.0)        # pixels at 64x64 (scaled with the resolution): ~1, 2 and 3.5 cm wide
@@ -93,7 +94,7 @@ def matched_training(levels, train_levels, train_subjects):
 
 def mean_slices(train_levels, train_images):
     """The mean training slice of every level, in [-1, 1]: {z: [R, R, C]}."""
-    unit = data.to_unit_range(train_images)
+    unit = pixels.to_unit_range(train_images)
     return {int(z): unit[train_levels == z].mean(axis=0) for z in np.unique(train_levels)}
 
 
@@ -285,9 +286,9 @@ def lesion_study(projector, images, recons, levels, means, resolution, n, batch,
 
 def generated_recovery(g, projector, n, batch):
     """Project n generated slices of known w: PSNR and |w - w_true| / w_std (W space)."""
-    import generate
+    import sampling
     seeds = list(range(10_000, 10_000 + n))
-    w_true = np.asarray(g.mapping(generate.latents(seeds, g.z_dim)))
+    w_true = np.asarray(g.mapping(sampling.latents(seeds, g.z_dim)))
     targets = np.asarray(g.synthesis(g.broadcast(w_true), noise_mode="const"))
     recons, errors = [], []
     for start in range(0, n, batch):
@@ -453,8 +454,8 @@ def study_run(args):
     means = mean_slices(train_levels, train_images)
     orientation = "as stored, levels from the names"
     if args.orient == "auto":
-        unit, val_levels, orientation, scores = match_orientation(data.to_unit_range(val_images), means)
-        val_images = data.to_uint8((unit + 1.0) * 127.5)
+        unit, val_levels, orientation, scores = match_orientation(pixels.to_unit_range(val_images), means)
+        val_images = pixels.to_uint8(unit)
         order = np.argsort(val_levels, kind="stable")
         val_images, val_levels = val_images[order], val_levels[order]
         orientation += ", levels matched to the training mean slices"
@@ -470,8 +471,8 @@ def study_run(args):
         projector = P.Projector(g, settings, P.make_distance(spec, d, resolution=resolution), w_stats)
         pick = evenly_spaced(len(val_images), n_slices)
         levels = val_levels[pick]
-        val = data.to_unit_range(val_images[pick])
-        train = data.to_unit_range(train_images[matched_training(levels, train_levels, train_subjects)])
+        val = pixels.to_unit_range(val_images[pick])
+        train = pixels.to_unit_range(train_images[matched_training(levels, train_levels, train_subjects)])
         recon_report, val_recon, train_recon = reconstruction_study(projector, val, train, args.batch)
         lesion_report, examples = lesion_study(projector, val, val_recon, levels, means, resolution, n_lesions,
                                                args.batch, args.seed)
@@ -497,12 +498,12 @@ def study_run(args):
             figure_real(os.path.join(args.docs, "projection_real.png"), val, val_recon, train, train_recon)
             figure_lesions(os.path.join(args.docs, "projection_lesions.png"), examples)
     if args.timing_steps > 0:
-        images = data.to_unit_range(val_images[evenly_spaced(len(val_images), 2 * args.batch)])
+        images = pixels.to_unit_range(val_images[evenly_spaced(len(val_images), 2 * args.batch)])
         report["timing"] = timing(g, base.replace(distance=args.distance),
                                   P.make_distance(args.distance, d, resolution=resolution), w_stats, images,
                                   args.timing_steps, args.batch)
         report["cpu"] = cpu_model()
-    visualize.write_json(args.json or os.path.join(args.run_dir, "projection_eval.json"), report)
+    atomic.write_json(args.json or os.path.join(args.run_dir, "projection_eval.json"), report)
     print_tables(report)
 
 

@@ -26,9 +26,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+import atomic  # noqa: E402
 import data  # noqa: E402
-import generate  # noqa: E402
 import metrics  # noqa: E402
+import pixels  # noqa: E402
+import sampling  # noqa: E402
 import visualize  # noqa: E402
 
 LEVEL_PATTERN = re.compile(r"_slice_(\d+)")
@@ -47,7 +49,7 @@ def slices_with_levels(folder, resolution, splits, subjects=None, exclude=()):
     for s in set(subject):
         mask = subject == s
         levels[mask] = (z[mask] - z[mask].min()) / max(z[mask].max() - z[mask].min(), 1.0)
-    return data.to_unit_range(images), levels
+    return pixels.to_unit_range(images), levels
 
 
 def level_features(images):
@@ -117,7 +119,7 @@ def main():
     from runs import Paths, load_for_inference
     for run in args.runs:
         gan, config = load_for_inference(Paths(run), checkpoint=args.checkpoint)
-        fakes = generate.synthesize(gan.generator_ema, range(args.images), noise_mode="random")
+        fakes = sampling.synthesize(gan.generator_ema, range(args.images), noise_mode="random")
         history_path = os.path.join(run, "logs", "history.json")
         history = json.load(open(history_path)) if os.path.exists(history_path) else []
         curve = [(h["kimg"], h["swd_avg"]) for h in history if "swd_avg" in h]
@@ -134,7 +136,7 @@ def main():
     if args.plot:
         plot_curves(args.plot, args.runs, results["floor"]["swd_avg"])
     if args.out:
-        visualize.write_json(args.out, results)
+        atomic.write_json(args.out, results)
 
 
 def plot_curves(path, runs, floor):

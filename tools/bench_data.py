@@ -1,8 +1,8 @@
 """Data benchmark and contact sheet: prints JSON, one record per measurement. Not a test.
 
-    python bench_data.py                       # phantom slices/s, cached pipeline batches/s at 64, 128, 256
-    python bench_data.py --decode DIR          # also first-time decoding files/s with 1, 2 and 4 threads
-    python bench_data.py --contact-sheet       # write docs/synthetic_vs_real.png (needs ../shared/data)
+    python tools/bench_data.py                       # phantom slices/s, cached pipeline batches/s at 64, 128, 256
+    python tools/bench_data.py --decode DIR          # also first-time decoding files/s with 1, 2 and 4 threads
+    python tools/bench_data.py --contact-sheet       # write docs/synthetic_vs_real.png (needs ../shared/data)
 
 Both wall-clock and CPU-time rates are printed: on a shared machine the wall-clock figure depends on
 what else runs, the CPU-time one much less. The training step takes roughly 3-10 images/s on CPU,
@@ -14,16 +14,20 @@ import glob
 import json
 import os
 import tempfile
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the project's modules
+sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
 import data  # noqa: E402
+import phantom  # noqa: E402
 
-SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data")
-CONTACT_SHEET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "docs", "synthetic_vs_real.png")
+SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
+CONTACT_SHEET = os.path.join(ROOT, "docs", "synthetic_vs_real.png")
 
 
 def rates(fn, count, repeats=3):
@@ -38,14 +42,14 @@ def rates(fn, count, repeats=3):
 
 
 def bench_phantom(resolution=64, n=data.SYNTHETIC_COUNT):
-    wall, cpu = rates(lambda: data.synthetic_slices(n, resolution, seed=0), n)
+    wall, cpu = rates(lambda: phantom.synthetic_slices(n, resolution, seed=0), n)
     return {"what": "phantom", "resolution": resolution, "slices": n,
             "slices_per_s": round(wall), "slices_per_cpu_s": round(cpu)}
 
 
 def bench_pipeline(resolution, batch=16, n=512, seconds=5.0):
     """make_dataset over cached uint8 arrays, as the trainer uses it."""
-    images = data.synthetic_slices(n, resolution, seed=0)[..., None]
+    images = phantom.synthetic_slices(n, resolution, seed=0)[..., None]
     iterator = iter(data.make_dataset(images, batch, seed=0))
     for _ in range(20):                                   # warm-up: tracing, prefetch buffers
         next(iterator)
@@ -87,7 +91,7 @@ def contact_sheet(path=CONTACT_SHEET, shared=SHARED_DATA, columns=8, resolution=
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    synthetic = data.synthetic_slices(data.SYNTHETIC_COUNT, resolution, seed=0)
+    synthetic = phantom.synthetic_slices(data.SYNTHETIC_COUNT, resolution, seed=0)
     synthetic = synthetic[np.linspace(data.SYNTHETIC_COUNT * 0.15, data.SYNTHETIC_COUNT - 1, columns).astype(int)]
     # Full-head slices from the vertex down to the ventricles (z 85-140), one subject per column.
     fullhead = os.path.join(shared, "oasis1_fullhead", "keras_png_slices_train")

@@ -1,9 +1,9 @@
 """Speed and memory benchmark: prints JSON, one record per configuration. Not a test.
 
-    python bench.py                          # networks: G images/s, G+D forward+backward images/s
-    python bench.py --train                  # also the full training step (lazy regularisers amortised)
-    python bench.py --resolutions 64 --precisions float32,bfloat16 --variants nonfused,fused --xla
-    python bench.py --ceiling --precisions float32,bfloat16,float16   # what a plain conv reaches here
+    python tools/bench.py                          # networks: G images/s, G+D forward+backward images/s
+    python tools/bench.py --train                  # also the full training step (lazy regularisers amortised)
+    python tools/bench.py --resolutions 64 --precisions float32,bfloat16 --variants nonfused,fused --xla
+    python tools/bench.py --ceiling --precisions float32,bfloat16,float16   # what a plain conv reaches here
 
 The first record says which of the CPU's bf16/fp16 units oneDNN can use (AMX or only AVX-512),
 and `--ceiling` measures a plain 3x3 convolution at the reference's busiest shape in each precision:
@@ -20,9 +20,12 @@ import argparse
 import json
 import os
 import resource
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the project's modules
+sys.path.insert(0, ROOT)
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402

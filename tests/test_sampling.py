@@ -1,9 +1,9 @@
-"""generate.py: seeded images, noise modes, seed lists and style mixing, on a tiny generator."""
+"""sampling.py: seeded images, noise modes, seed lists and style mixing, on a tiny generator."""
 
 import numpy as np
 import pytest
 
-import generate
+import sampling
 from generator import Generator
 
 
@@ -16,46 +16,46 @@ def tiny_generator():
 
 def test_synthesize_with_random_noise_is_fresh_per_image_yet_reproducible():
     g = tiny_generator()
-    const = generate.synthesize(g, [3, 3])
-    random = generate.synthesize(g, [3, 3], noise_mode="random")
+    const = sampling.synthesize(g, [3, 3])
+    random = sampling.synthesize(g, [3, 3], noise_mode="random")
     np.testing.assert_allclose(const[0], const[1], atol=1e-5)   # one fixed map: same seed, same image
     assert not np.allclose(random[0], random[1])          # same latent, fresh noise per image
     assert not np.allclose(random[0], const[0])
-    np.testing.assert_array_equal(random, generate.synthesize(g, [3, 3], noise_mode="random"))
+    np.testing.assert_array_equal(random, sampling.synthesize(g, [3, 3], noise_mode="random"))
 
 
 @pytest.mark.parametrize("text,expected", [("0-3,7", [0, 1, 2, 3, 7]), ("5", [5]), ("2-2, 9-10", [2, 9, 10])])
 def test_seed_lists_and_ranges(text, expected):
-    assert generate.parse_ranges(text) == expected
+    assert sampling.parse_ranges(text) == expected
 
 
 @pytest.mark.parametrize("text,message", [("a-3", "'a-3' is neither"), ("4-1", "runs backwards"), ("-2", "neither"),
                                           ("1,,2", "'' is neither")])
 def test_bad_seed_lists_say_what_is_wrong(text, message):
     with pytest.raises(ValueError, match=message):
-        generate.parse_ranges(text)
+        sampling.parse_ranges(text)
 
 
 def test_style_mixing_takes_the_chosen_layers_from_the_column_seed():
     g = tiny_generator()
     rows, cols, layers = [1, 2], [3, 4, 5], [0, 1]
-    cells = generate.style_mixing_grid(g, rows, cols, mix_layers=layers)            # [(2+1)*(3+1), 8, 8, 1]
+    cells = sampling.style_mixing_grid(g, rows, cols, mix_layers=layers)            # [(2+1)*(3+1), 8, 8, 1]
     assert cells.shape == (12, 8, 8, 1)
-    ws_rows, ws_cols = generate.styles(g, rows), generate.styles(g, cols)
+    ws_rows, ws_cols = sampling.styles(g, rows), sampling.styles(g, cols)
     expected = ws_rows[1].copy()
     expected[layers] = ws_cols[2][layers]
     np.testing.assert_allclose(cells[2 * 4 + 3], np.asarray(g.synthesis(expected[None], noise_mode="const"))[0],
                                atol=1e-5)
-    np.testing.assert_allclose(cells[3], generate.synthesize(g, [5])[0], atol=1e-5)   # the column source
+    np.testing.assert_allclose(cells[3], sampling.synthesize(g, [5])[0], atol=1e-5)   # the column source
     with pytest.raises(ValueError, match="from 0 to 3"):
-        generate.style_mixing_grid(g, rows, cols, mix_layers=[4])
+        sampling.style_mixing_grid(g, rows, cols, mix_layers=[4])
 
 
 def test_truncation_cutoff_pulls_only_the_first_layers_towards_w_avg():
     g = tiny_generator()
     g.mapping.w_avg.assign(np.linspace(-1, 1, 8, dtype=np.float32))
-    free = generate.styles(g, [4, 5])                                        # [2, num_ws, 8]
-    cut = generate.styles(g, [4, 5], psi=0.5, truncation_cutoff=2)
+    free = sampling.styles(g, [4, 5])                                        # [2, num_ws, 8]
+    cut = sampling.styles(g, [4, 5], psi=0.5, truncation_cutoff=2)
     w_avg = g.mapping.w_avg.numpy()
     np.testing.assert_allclose(cut[:, :2], w_avg + 0.5 * (free[:, :2] - w_avg), atol=1e-6)
     np.testing.assert_allclose(cut[:, 2:], free[:, 2:], atol=1e-6)

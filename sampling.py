@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import atomic
 import generator as generator_module  # noqa: F401  (registers the custom layers for load_model)
 import visualize
 
@@ -106,9 +107,8 @@ def export(g, out_dir):
     modules are importable (`import generator` registers the layers). Written atomically."""
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, EXPORT_NAME)
-    tmp = os.path.join(out_dir, f"partial{os.getpid()}.keras")
-    g.save(tmp)
-    os.replace(tmp, path)
+    with atomic.staged(path, suffix=".keras") as tmp:        # Keras insists on the extension
+        g.save(tmp)
     return path
 
 

@@ -1,0 +1,79 @@
+"""The module structure: no import cycle, generation and evaluation never load the training loop,
+every module says what lives in it and what does not, and --help shows every flag once, grouped by
+purpose, with the chosen preset's defaults taken from the Config fields themselves."""
+
+import ast
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODULES = sorted(name[:-3] for name in os.listdir(ROOT) if name.endswith(".py"))
+
+
+def imports_of(module):
+    """The project modules `module` imports anywhere in its file (top level or inside functions)."""
+    tree = ast.parse(open(os.path.join(ROOT, module + ".py")).read())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module.split(".")[0])
+    return found & set(MODULES)
+
+
+GRAPH = {module: imports_of(module) for module in MODULES}
+
+
+def reachable(module):
+    seen, todo = set(), [module]
+    while todo:
+        for child in GRAPH[todo.pop()] - seen:
+            seen.add(child)
+            todo.append(child)
+    return seen
+
+
+def test_the_imports_have_no_cycle():
+    cycles = [m for m in MODULES if m in reachable(m)]
+    assert not cycles, {m: sorted(GRAPH[m]) for m in cycles}
+    assert "training" in GRAPH["driver"] and "evaluation" in GRAPH["training"]   # the graph is really read
+
+
+@pytest.mark.parametrize("module", ["sampling", "evaluation", "projection", "runs", "data"])
+def test_using_a_trained_model_never_loads_the_training_loop(module):
+    assert "training" not in reachable(module)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_module_says_what_lives_there_and_what_does_not(module):
+    doc = ast.get_docstring(ast.parse(open(os.path.join(ROOT, module + ".py")).read())) or ""
+    assert "Lives here" in doc and "Not here" in doc, module
+
+
+def test_help_lists_every_flag_once_by_purpose_with_the_presets_defaults():
+    import config
+    import driver
+    defined = {flag.name for flag in driver.FLAGS.flags_by_module_dict()["driver"]}
+    grouped = [name for names in driver.HELP_GROUPS.values() for name in names]
+    assert sorted(grouped) == sorted(defined) and len(defined) > 60
+    for field in config.TUNABLES:                                  # the help text is the field's own
+        assert driver.FLAGS[field.name].help.endswith(field.metadata["help"]), field.name
+    quick, paper = driver.help_text("quick"), driver.help_text("paper")
+    assert "(default: 4096)" in section(quick, "--channel_base") and "(default: 32768)" in section(paper, "--channel_base")
+    assert "(default: 10.0)" in section(paper, "--r1_gamma") and "(default: strided)" in section(paper, "--d_downsample")
+    reference = driver.help_text("reference")
+    assert f"(default: {config.PRESETS['reference'].resolved_r1_gamma:g} (the heuristic))" in section(reference, "--r1_gamma")
+    titles = [line for line in quick.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert titles[-len(driver.HELP_GROUPS):] == [f"{group}:" for group in driver.HELP_GROUPS]
+    assert driver._preset_in(["driver.py", "--preset", "paper", "--help"]) == "paper"
+    assert driver._preset_in(["driver.py", "--preset=nonsense"]) == "quick"
+
+
+def section(text, flag):
+    """The --help entry of one flag (its wrapped lines joined)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"  {flag}:") or line.startswith(f"  --[no]{flag[2:]}:"))
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith("      ")), len(lines))
+    return " ".join(line.strip() for line in lines[start:end])
