@@ -22,7 +22,7 @@ class Discriminator(keras.Model):
     """Image -> one logit per image. Shapes: images [B, R, R, channels] -> [B, 1]"""
 
     def __init__(self, resolution=64, channels=1, channel_base=8192, channel_max=256,
-                 mbstd_group_size=4, mbstd_num_features=1, down_mode="decimate", **kwargs):
+                 mbstd_group_size=4, mbstd_num_features=1, down_mode="strided", **kwargs):
         super().__init__(**kwargs)
         log2_res = check_resolution(resolution)
         self.resolution, self.channels = int(resolution), int(channels)
