@@ -409,6 +409,21 @@ def test_held_out_slices_stored_upside_down_are_found_and_paired_with_their_leve
     assert scores["flipped up-down"] > scores["as stored"]
 
 
+def test_held_out_subjects_leave_the_training_slices_whatever_way_their_ids_are_written(study):
+    levels = np.array([1, 2, 1, 2, 1])
+    subjects = ["37", "37", "384", "5", "5"]
+    images = np.arange(5)[:, None]
+    for ids in (["0037", "384"], ["case_0037", " 384"], [37, 384]):
+        (k_levels, k_subjects, k_images), (h_levels, h_subjects, h_images) = study.split_subjects(
+            levels, subjects, images, ids)
+        assert k_subjects == ["5", "5"] and list(k_levels) == [2, 1] and list(k_images[:, 0]) == [3, 4]
+        assert h_subjects == ["37", "37", "384"] and list(h_images[:, 0]) == [0, 1, 2]
+    kept, held = study.split_subjects(levels, subjects, images, [])
+    assert kept[1] == subjects and len(held[1]) == 0
+    with pytest.raises(ValueError, match="not in the train split; its subjects are 37, 384, 5"):
+        study.split_subjects(levels, subjects, images, ["0198"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Output files, saved latents, the command line
 # ---------------------------------------------------------------------------------------------

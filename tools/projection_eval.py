@@ -80,6 +80,18 @@ def evenly_spaced(count, n):
     return np.unique(np.round(np.linspace(0, count - 1, min(n, count))).astype(int))
 
 
+def split_subjects(levels, subjects, images, held_out):
+    """Slices of a split divided into (kept, held): held are those of the `held_out` subject ids
+    (written as in --exclude_subjects: 37, 0037 or case_0037), each part (levels, subjects, images)."""
+    wanted = {data.subject_of(f"case_{str(s).strip().removeprefix('case_')}_") for s in held_out}
+    held = np.array([s in wanted for s in subjects], bool)
+    if wanted and not held.any():
+        raise ValueError(f"held-out subjects {', '.join(map(str, held_out))} are not in the train split; "
+                         f"its subjects are {', '.join(sorted(set(subjects)))}")
+    part = lambda keep: (levels[keep], [s for s, k in zip(subjects, keep) if k], images[keep])  # noqa: E731
+    return part(~held), part(held)
+
+
 def matched_training(levels, train_levels, train_subjects):
     """For each wanted level, a training slice of that level, cycling through the subjects."""
     chosen = []
@@ -222,11 +234,16 @@ def quality(recons, targets):
             "ssim_std": float(ssim.std()), "n": int(len(targets))}
 
 
-def reconstruction_study(projector, val, train, batch):
+def reconstruction_study(projector, val, train, batch, held=None):
+    """PSNR and SSIM of each set's reconstructions; `held` (optional) are slices of training-split
+    subjects the model was not trained on (--held_out), which share the training subjects' space."""
     val_recon, _, seconds_per_step = project_all(projector, val, batch, "validate slices")
     train_recon, _, _ = project_all(projector, train, batch, "training slices")
-    return ({"validate": quality(val_recon, val), "train": quality(train_recon, train),
-             "seconds_per_slice_step": seconds_per_step}, val_recon, train_recon)
+    report = {"validate": quality(val_recon, val), "train": quality(train_recon, train),
+              "seconds_per_slice_step": seconds_per_step}
+    if held is not None:
+        report["held_out_subjects"] = quality(project_all(projector, held, batch, "held-out subjects' slices")[0], held)
+    return report, val_recon, train_recon
 
 
 def lesion_set(images, levels, means, resolution, n, seed):
@@ -372,7 +389,10 @@ def print_tables(report):
         r = report["reconstruction"]
         print(f"\n### Reconstruction ({report['distance']}, {report['space']}, {report['steps']} steps)\n")
         print("| slices | n | PSNR (dB) | SSIM |\n|---|---|---|---|")
-        for key, label in (("validate", "held-out (validate)"), ("train", "training, same levels")):
+        for key, label in (("validate", "held-out (validate)"), ("held_out_subjects", "held-out training-split "
+                           "subjects, same levels"), ("train", "training, same levels")):
+            if key not in r:
+                continue
             q = r[key]
             print(f"| {label} | {q['n']} | {q['psnr']:.2f} ± {q['psnr_std']:.2f} | {q['ssim']:.3f} ± "
                   f"{q['ssim_std']:.3f} |")
@@ -436,6 +456,9 @@ def main():
                         help="auto: flip held-out slices up-down if that matches the training slices better, and pair "
                              "each with the training level it matches best (oasis1_fullhead's validate subject is "
                              "stored upside down, its levels numbered otherwise); none: as stored, levels from names")
+    parser.add_argument("--held_out", default="", help="comma-separated train-split subjects the run was trained "
+                        "without (its --exclude_subjects): left out of the training slices and reconstructed as "
+                        "a further held-out set at the same levels")
     parser.add_argument("--seed", type=int, default=0, help="lesion placement and projection seed")
     args = parser.parse_args()
     logging.set_verbosity(logging.INFO)
@@ -451,6 +474,9 @@ def study_run(args):
     resolution = g.resolution
     _, val_levels, _, val_images = load_split(args.data_dir, "validate", resolution)
     _, train_levels, train_subjects, train_images = load_split(args.data_dir, "train", resolution)
+    held_out = [s for s in args.held_out.split(",") if s.strip()]
+    (train_levels, train_subjects, train_images), (held_levels, held_subjects, held_images) = split_subjects(
+        train_levels, train_subjects, train_images, held_out)
     means = mean_slices(train_levels, train_images)
     orientation = "as stored, levels from the names"
     if args.orient == "auto":
@@ -473,7 +499,9 @@ def study_run(args):
         levels = val_levels[pick]
         val = pixels.to_unit_range(val_images[pick])
         train = pixels.to_unit_range(train_images[matched_training(levels, train_levels, train_subjects)])
-        recon_report, val_recon, train_recon = reconstruction_study(projector, val, train, args.batch)
+        held = (pixels.to_unit_range(held_images[matched_training(levels, held_levels, held_subjects)])
+                if held_out else None)
+        recon_report, val_recon, train_recon = reconstruction_study(projector, val, train, args.batch, held)
         lesion_report, examples = lesion_study(projector, val, val_recon, levels, means, resolution, n_lesions,
                                                args.batch, args.seed)
         return projector, recon_report, lesion_report, (val, val_recon, train, train_recon, examples)
