@@ -122,6 +122,9 @@ flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multiworker", 
                   "(several machines, TF_CONFIG), tpu.")
 flags.DEFINE_float("tick_kimg", 2.0, "Sample grid, loss plot and checkpoint every this many thousand images.")
 flags.DEFINE_integer("keep_checkpoints", 3, "How many recent checkpoints to keep.")
+flags.DEFINE_integer("steps_per_execution", 1, "train: training steps per call into TensorFlow (Keras "
+                     "steps_per_execution). Larger values launch a GPU less often; the weights come out bit for bit "
+                     "the same. Ticks and --kimg are rounded up to whole executions.", lower_bound=1)
 # Generation and evaluation.
 flags.DEFINE_integer("num_images", 16, "generate: how many images; evaluate: how many generated images "
                      "(default: as many as the real reference set).", lower_bound=1)
@@ -195,7 +198,7 @@ HELP_GROUPS = {
     "data": ["data_dir", "splits", "exclude_subjects"],
     "model": [],
     "objective": [],
-    "run": ["output_dir", "strategy", "tick_kimg", "keep_checkpoints"],
+    "run": ["output_dir", "strategy", "tick_kimg", "keep_checkpoints", "steps_per_execution"],
     "generation": ["checkpoint", "exported", "seeds", "first_seed", "num_images", "psi", "truncation_cutoff",
                    "noise_mode", "mix_rows", "mix_cols", "mix_layers", "outdir", "projected_w"],
     "evaluation": ["eval_kimg", "eval_metrics", "eval_images", "eval_dir", "eval_splits", "eval_subjects", "metrics",
@@ -264,7 +267,7 @@ def run_options():
         progress=sys.stderr.isatty(), eval_kimg=FLAGS.eval_kimg, eval_dir=FLAGS.eval_dir,
         eval_splits=tuple(FLAGS.eval_splits), eval_subjects=tuple(FLAGS.eval_subjects or FLAGS.exclude_subjects),
         eval_images=FLAGS.eval_images, eval_metrics=eval_metrics, inception_weights=FLAGS.inception_weights,
-        init_from=FLAGS.init_from)
+        init_from=FLAGS.init_from, steps_per_execution=FLAGS.steps_per_execution)
 
 
 def train():

@@ -90,7 +90,11 @@ class NonFiniteLossError(RuntimeError):
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
-    """Stops training with a clear message at the first step whose losses are NaN or infinite."""
+    """Stops training with a clear message at the first step whose losses are NaN or infinite.
+
+    It reads only the logs Keras has already brought to the host, once per execution of
+    `steps_per_execution` steps; they are the tick's running means, so a NaN in any step of the
+    execution shows. The tick's save also refuses a non-finite state (runs.Checkpointer)."""
 
     def on_train_batch_end(self, batch, logs=None):
         bad = {k: v for k, v in (logs or {}).items() if k.endswith("loss") and not math.isfinite(float(v))}
@@ -334,13 +338,14 @@ def set_precision(precision):
     keras.mixed_precision.set_global_policy(policy)
 
 
-def build_gan(config, strategy=None):
-    """A compiled `StyleGAN2` for `config`, its variables placed by `strategy`."""
+def build_gan(config, strategy=None, steps_per_execution=1):
+    """A compiled `StyleGAN2` for `config`, its variables placed by `strategy`; `fit` runs
+    `steps_per_execution` training steps per call into TensorFlow (the same steps, fewer launches)."""
     set_precision(config.precision)
     with (strategy or tf.distribute.get_strategy()).scope():
         augment = None
         if config.augment != "off":
             augment = augment_module.from_config(config)
         gan = StyleGAN2(config, augment=augment)
-        gan.compile()
+        gan.compile(steps_per_execution=steps_per_execution)
     return gan

@@ -56,6 +56,7 @@ class RunOptions:
     eval_metrics: tuple = ("swd",)    # evaluation.METRICS computed then; swd picks the best checkpoint
     inception_weights: str | None = None   # local InceptionV3 weights for fid, kid, pr in eval_metrics
     init_from: str | None = None      # a new run starts from this run's weights (runs.initialize_from)
+    steps_per_execution: int = 1      # training steps per call into TensorFlow; the results do not change
 
     @property
     def reference_parts(self):
@@ -110,7 +111,12 @@ class StopFlag:
 
 
 class TickOutputs(keras.callbacks.Callback):
-    """At the end of every tick: sample grid, loss plot, TensorBoard, history, checkpoint, progress."""
+    """At the end of every tick: sample grid, loss plot, TensorBoard, history, checkpoint, progress.
+
+    Between ticks it reads nothing from the device: the step count comes from Keras's batch index
+    and one read of the counter at the start of each tick, the losses from the logs Keras brings to
+    the host anyway (once per execution of `steps_per_execution` steps), and fit() stops at a tick's
+    end by itself (`fit_plan`), so no step waits for a check of the counter."""
 
     def __init__(self, paths, checkpointer, config, options, total_steps, stop_flag, history, reference=None):
         super().__init__()
@@ -125,24 +131,30 @@ class TickOutputs(keras.callbacks.Callback):
         self.progbar = None
 
     def on_train_begin(self, logs=None):
-        self.start_time, self.start_images = time.time(), int(self.model.images_seen.numpy())
-        self.tick_time, self.tick_images = self.start_time, self.start_images
-        if self.options.progress:
+        if not hasattr(self, "start_time"):             # the first of this run's fit() calls
+            self.start_time, self.start_images = time.time(), int(self.model.images_seen.numpy())
+            self.tick_time, self.tick_images = self.start_time, self.start_images
+        if self.options.progress and self.progbar is None:
             self.progbar = keras.utils.Progbar(self.total_steps, unit_name="step",
                                                stateful_metrics=["kimg", "s/kimg"])
             self.progbar.update(self.steps_done())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.tick_start_steps = self.steps_done()       # the one read of the counter per tick
 
     def steps_done(self):
         return int(self.model.images_seen.numpy()) // self.config.batch_size
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.progbar is not None and batch % 5 == 0:
-            images = int(self.model.images_seen.numpy())
+        # `batch` is the index within this tick of the last step of the call just finished.
+        steps = self.tick_start_steps + batch + 1
+        if self.progbar is not None and steps % 5 < self.model.steps_per_execution:
+            images = steps * self.config.batch_size
             rate = (time.time() - self.start_time) / max(images - self.start_images, 1) * 1000
             values = [("kimg", images / 1000), ("s/kimg", rate)]
             values += [(k, float(v)) for k, v in (logs or {}).items() if k in ("d_loss", "g_loss")]
-            self.progbar.update(self.steps_done(), values=values)
-        if self.stop_flag.requested or self.steps_done() >= self.total_steps:
+            self.progbar.update(steps, values=values)
+        if self.stop_flag.requested:
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
@@ -197,6 +209,25 @@ class TickOutputs(keras.callbacks.Callback):
                      seconds_per_kimg, " ".join(f"{k} {v:.3f}" for k, v in (logs or {}).items()
                                                 if k in ("d_loss", "g_loss", "augment_p")),
                      format_seconds(max(remaining, 0)), os.path.basename(path))
+
+
+def fit_plan(steps_done, total_steps, steps_per_tick):
+    """The fit() calls that train from `steps_done` to `total_steps` with ticks (Keras epochs) ending
+    on multiples of `steps_per_tick`: [(initial_epoch, epochs, steps_per_epoch)]. Runs of whole ticks
+    share one call; a tick cut short (after a mid-tick stop, or by the end of the run) has its own,
+    so every call stops exactly where a tick ends without a per-step check."""
+    plan = []
+    for epoch in range(steps_done // steps_per_tick, math.ceil(total_steps / steps_per_tick)):
+        steps = min((epoch + 1) * steps_per_tick, total_steps) - max(epoch * steps_per_tick, steps_done)
+        if plan and steps == steps_per_tick == plan[-1][2]:
+            plan[-1] = (plan[-1][0], epoch + 1, steps)
+        else:
+            plan.append((epoch, epoch + 1, steps))
+    return plan
+
+
+def round_up(steps, multiple):
+    return math.ceil(steps / multiple) * multiple
 
 
 def time_steps(config, steps=None):
@@ -273,7 +304,7 @@ def _train_locked(config, options, explicit, paths):
                      options.eval_kimg, len(reference))
 
     keras.utils.set_random_seed(config.seed)   # same seed, same initial weights: a run is reproducible
-    gan = build_gan(config, strategy)
+    gan = build_gan(config, strategy, options.steps_per_execution)
     if options.resume:
         repair_index(paths)
     checkpointer = Checkpointer(gan, paths.checkpoints, options.keep_checkpoints)
@@ -295,36 +326,35 @@ def _train_locked(config, options, explicit, paths):
     atomic.write_json(paths.config_file, dataclasses.asdict(config))
 
     steps_done = int(gan.images_seen.numpy()) // config.batch_size
-    steps_per_tick = max(1, math.ceil(options.tick_kimg * 1000 / config.batch_size))
-    total_steps = math.ceil(config.kimg * 1000 / config.batch_size)
+    # fit() runs whole executions of steps_per_execution steps, so ticks and the run end on multiples of it.
+    execution = options.steps_per_execution
+    steps_per_tick = round_up(max(1, math.ceil(options.tick_kimg * 1000 / config.batch_size)), execution)
+    total_steps = round_up(math.ceil(config.kimg * 1000 / config.batch_size), execution)
     if steps_done >= total_steps:
         logging.info("already trained for %.1f kimg (the --kimg target); nothing to do", steps_done * config.batch_size / 1000)
         return gan
+    if steps_done % execution:
+        raise RunError(f"this run stopped after step {steps_done}, which is not a whole number of executions of "
+                       f"--steps_per_execution={execution}; resume with --steps_per_execution=1 (or a divisor "
+                       f"of {steps_done}) until the next tick, then raise it again")
     # The data order is a fixed function of the seed, so skipping the batches already used makes a
     # resumed run see exactly what an uninterrupted one would.
     dataset = data.make_dataset(images, config.batch_size, seed=config.seed, channels=config.channels,
                                 mirror=config.mirror)
-    dataset = dataset.skip(steps_done)
 
     with StopFlag() as stop_flag:
         ticks = TickOutputs(paths, checkpointer, config, options, total_steps, stop_flag, history, reference)
-        # Each Keras epoch is one tick; after a mid-tick stop the first is shorter so that ticks
-        # stay on the grid, and the last ends at --kimg (TickOutputs stops it).
-        epochs = math.ceil(total_steps / steps_per_tick)
-        initial_epoch = steps_done // steps_per_tick
-        first_tick = (initial_epoch + 1) * steps_per_tick - steps_done
         try:
-            if first_tick != steps_per_tick:
-                # steps_per_epoch on the endless stream, not take(): a fit() that runs out of data
-                # stops mid-step and leaves per-step state behind that fails the next fit() (seen:
-                # AlreadyExistsError in AddN's temporary variable, with Grappler on).
-                gan.fit(dataset, epochs=1, steps_per_epoch=first_tick, verbose=0, shuffle=False,
+            # Each Keras epoch is one tick. steps_per_epoch on the endless stream, not take(): a fit()
+            # that runs out of data stops mid-step and leaves per-step state behind that fails the next
+            # fit() (seen: AlreadyExistsError in AddN's temporary variable, with Grappler on).
+            for initial_epoch, epochs, steps_per_epoch in fit_plan(steps_done, total_steps, steps_per_tick):
+                if stop_flag.requested:
+                    break
+                start = int(gan.images_seen.numpy()) // config.batch_size
+                gan.fit(dataset.skip(start), initial_epoch=initial_epoch, epochs=epochs,
+                        steps_per_epoch=steps_per_epoch, verbose=0, shuffle=False,
                         callbacks=[StopOnNonFinite(), ticks])
-                initial_epoch += 1
-            if not stop_flag.requested and initial_epoch < epochs:
-                dataset = dataset.skip(first_tick if first_tick != steps_per_tick else 0)
-                gan.fit(dataset, initial_epoch=initial_epoch, epochs=epochs, steps_per_epoch=steps_per_tick,
-                        verbose=0, shuffle=False, callbacks=[StopOnNonFinite(), ticks])
         except NonFiniteLossError as e:
             latest = checkpointer.latest
             kept = f"The last good checkpoint, {os.path.basename(latest)}, is kept; " if latest else ""
