@@ -83,6 +83,10 @@ class Config:
                              "with AMX, float16 with dynamic loss scaling for NVIDIA GPUs. Without AMX, bfloat16 "
                              "convolutions are slower than float32 on CPU (README, Speed).", "run",
                              ("float32", "bfloat16", "float16"))
+    fp16_resolutions: int = tunable(4, "With --precision float16: the layers of this many highest resolutions "
+                                    "of G and D compute in float16, the rest (4x4 always) in float32, and every "
+                                    "conv output is clamped to +-256 (the reference's num_fp16_res and "
+                                    "conv_clamp). 0: all float32.", "run")
     xla: bool = tunable(False, "Compile the training step with XLA (jit_compile).", "run")
 
     def __post_init__(self):
@@ -90,6 +94,8 @@ class Config:
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if self.fp16_resolutions < 0:
+            raise ValueError(f"fp16_resolutions must be 0 or more, got {self.fp16_resolutions}")
         if self.const_std <= 0:
             raise ValueError(f"const_std must be positive, got {self.const_std}")
         low, high = MAPPING_DEPTHS
@@ -102,6 +108,17 @@ class Config:
                 raise ValueError(f"--{name}={getattr(self, name)} must be positive (the default is 0.0025)")
         if not self.kimg >= 0:
             raise ValueError(f"--kimg={self.kimg} must be positive: the training length in thousands of images")
+
+    @property
+    def half_resolutions(self):
+        """How many highest resolutions compute in float16: fp16_resolutions with float16, else 0
+        (bfloat16 runs the whole network in bfloat16, its range needs no split and no clamp)."""
+        return self.fp16_resolutions if self.precision == "float16" else 0
+
+    @property
+    def conv_clamp(self):
+        """The reference's conv_clamp: 256 wherever float16 is used, else none."""
+        return 256.0 if self.half_resolutions > 0 else None
 
     @property
     def resolved_r1_gamma(self):

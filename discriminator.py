@@ -12,18 +12,26 @@ import math
 import keras
 from keras import ops
 
-from layers import EqualizedConv2D, EqualizedDense, MinibatchStdDev, channels_at, check_resolution, register
+from layers import (EqualizedConv2D, EqualizedDense, MinibatchStdDev, channels_at, check_resolution,
+                    half_precision_policy, register)
 
 INV_SQRT2 = 1.0 / math.sqrt(2.0)
 
 
 @register
 class Discriminator(keras.Model):
-    """Image -> one logit per image. Shapes: images [B, R, R, channels] -> [B, 1]"""
+    """Image -> one logit per image. Shapes: images [B, R, R, channels] -> [B, 1]
+
+    `fp16_resolutions`: FromRGB and the blocks of that many highest resolutions compute in float16
+    (the 4x4 epilogue never does); `conv_clamp` limits every conv's output (not the 1x1 skips'), as
+    the generator's."""
 
     def __init__(self, resolution=64, channels=1, channel_base=8192, channel_max=256,
-                 mbstd_group_size=4, mbstd_num_features=1, down_mode="strided", **kwargs):
+                 mbstd_group_size=4, mbstd_num_features=1, down_mode="strided", fp16_resolutions=0,
+                 conv_clamp=None, **kwargs):
         super().__init__(**kwargs)
+        self.fp16_resolutions, self.conv_clamp = int(fp16_resolutions), conv_clamp
+        half = lambda res: half_precision_policy(res, resolution, self.fp16_resolutions)  # noqa: E731
         log2_res = check_resolution(resolution)
         self.resolution, self.channels = int(resolution), int(channels)
         self.channel_base, self.channel_max = int(channel_base), int(channel_max)
@@ -31,17 +39,18 @@ class Discriminator(keras.Model):
         self.down_mode = down_mode
         ch = lambda res: channels_at(res, self.channel_base, self.channel_max)  # noqa: E731
 
-        self.from_rgb = EqualizedConv2D(ch(resolution), 1, activation="lrelu", name="from_rgb")
+        self.from_rgb = EqualizedConv2D(ch(resolution), 1, activation="lrelu", clamp=conv_clamp,
+                                        dtype=half(resolution), name="from_rgb")
         self.blocks = []
         for res in [2 ** i for i in range(log2_res, 2, -1)]:
             self.blocks.append((
-                EqualizedConv2D(ch(res), 3, activation="lrelu", name=f"b{res}_conv0"),
+                EqualizedConv2D(ch(res), 3, activation="lrelu", clamp=conv_clamp, dtype=half(res), name=f"b{res}_conv0"),
                 EqualizedConv2D(ch(res // 2), 3, activation="lrelu", down=True, down_mode=down_mode,
-                                name=f"b{res}_conv1"),
-                EqualizedConv2D(ch(res // 2), 1, use_bias=False, down=True, name=f"b{res}_skip"),
+                                clamp=conv_clamp, dtype=half(res), name=f"b{res}_conv1"),
+                EqualizedConv2D(ch(res // 2), 1, use_bias=False, down=True, dtype=half(res), name=f"b{res}_skip"),
             ))
         self.mbstd = MinibatchStdDev(self.mbstd_group_size, self.mbstd_num_features, name="mbstd")
-        self.conv4 = EqualizedConv2D(ch(4), 3, activation="lrelu", name="b4_conv")
+        self.conv4 = EqualizedConv2D(ch(4), 3, activation="lrelu", clamp=conv_clamp, name="b4_conv")
         self.fc = EqualizedDense(ch(4), activation="lrelu", name="b4_fc")
         self.out = EqualizedDense(1, name="b4_out")
         self.build((None, self.resolution, self.resolution, self.channels))
@@ -78,4 +87,5 @@ class Discriminator(keras.Model):
         return {"resolution": self.resolution, "channels": self.channels,
                 "channel_base": self.channel_base, "channel_max": self.channel_max,
                 "mbstd_group_size": self.mbstd_group_size,
-                "mbstd_num_features": self.mbstd_num_features, "down_mode": self.down_mode, "name": self.name}
+                "mbstd_num_features": self.mbstd_num_features, "down_mode": self.down_mode,
+                "fp16_resolutions": self.fp16_resolutions, "conv_clamp": self.conv_clamp, "name": self.name}

@@ -46,10 +46,12 @@ def make_networks(config):
     c = config
     g = Generator(resolution=c.resolution, channels=c.channels, z_dim=c.z_dim, w_dim=c.w_dim,
                   mapping_layers=c.mapping_layers, channel_base=c.channel_base, channel_max=c.channel_max,
-                  fused=c.fused_modconv, seed=c.seed, const_std=c.const_std, name="generator")
+                  fused=c.fused_modconv, seed=c.seed, const_std=c.const_std, fp16_resolutions=c.half_resolutions,
+                  conv_clamp=c.conv_clamp, name="generator")
     d = Discriminator(resolution=c.resolution, channels=c.channels, channel_base=c.channel_base,
                       channel_max=c.channel_max, mbstd_group_size=c.mbstd_group_size,
-                      down_mode=c.d_downsample, name="discriminator")
+                      down_mode=c.d_downsample, fp16_resolutions=c.half_resolutions, conv_clamp=c.conv_clamp,
+                      name="discriminator")
     return g, d
 
 
@@ -308,7 +310,9 @@ class StyleGAN2(keras.Model):
 
         grads, g_logs, pl_mean, ws_plain = self.g_gradients(batch)
         self.g_optimizer.apply(grads, self.generator.trainable_variables)
-        self.pl_mean.assign(pl_mean)
+        # A float16 step whose inner gradient overflowed is skipped by the loss-scaled optimizer; its
+        # path lengths are inf, and folding them in would leave every later penalty NaN.
+        self.pl_mean.assign(tf.where(tf.math.is_finite(pl_mean), pl_mean, self.pl_mean))
         w_mean = ops.mean(tf.cast(ws_plain[:, 0], tf.float32), axis=0)  # mean w of unmixed latents, for truncation
         w_avg = self.generator.mapping.w_avg
         w_avg.assign(w_mean + (w_avg - w_mean) * c.w_avg_beta)
@@ -333,8 +337,10 @@ class StyleGAN2(keras.Model):
 
 
 def set_precision(precision):
-    """Keras mixed precision: variables stay float32, compute in bfloat16 or float16."""
-    policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[precision]
+    """Keras mixed precision: variables stay float32; bfloat16 computes everything in bfloat16, while
+    float16 leaves the global policy at float32 and the networks put their highest resolutions in
+    float16 layer by layer (Config.half_resolutions)."""
+    policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "float32"}[precision]
     keras.mixed_precision.set_global_policy(policy)
 
 

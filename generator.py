@@ -10,7 +10,7 @@ import numpy as np
 from keras import ops
 
 from layers import (BiasActivation, EqualizedDense, ModulatedConv2D, NoiseInjection, PixelNorm, ToRGB, channels_at,
-                    check_resolution, fir_filter, register, upsample_2d)
+                    check_resolution, fir_filter, half_precision_policy, register, upsample_2d)
 
 
 def num_ws_for(resolution):
@@ -71,12 +71,17 @@ class SynthesisNetwork(keras.layers.Layer):
     A learned 4x4 constant, then per resolution: upsampling modulated conv, modulated conv (each
     followed by noise and bias + lrelu) and a ToRGB whose output is added to the FIR-upsampled image
     so far. Style i drives conv i; the last style drives the final ToRGB.
+    `fp16_resolutions` (the reference's num_fp16_res): the layers of that many highest resolutions
+    compute in float16 (never 4x4), the image sum stays in the network's own precision; `conv_clamp`
+    limits every conv's output to [-conv_clamp, conv_clamp] (the reference: 256 with float16).
     Shapes: ws [B, num_ws, w_dim] -> [B, R, R, channels]
     """
 
     def __init__(self, resolution=64, channels=1, w_dim=512, channel_base=8192, channel_max=256,
-                 fused=False, seed=0, const_std=0.05, **kwargs):
+                 fused=False, seed=0, const_std=0.05, fp16_resolutions=0, conv_clamp=None, **kwargs):
         super().__init__(**kwargs)
+        self.fp16_resolutions = int(fp16_resolutions)
+        self.conv_clamp = None if conv_clamp is None else float(conv_clamp)
         self.log2_res = check_resolution(resolution)
         self.const_std = float(const_std)  # Config.const_std; the reference starts it at N(0, 1)
         self.resolution, self.channels, self.w_dim = int(resolution), int(channels), int(w_dim)
@@ -88,13 +93,15 @@ class SynthesisNetwork(keras.layers.Layer):
         self.convs, self.noises, self.acts, self.torgbs = [], [], [], []
         for res in self.res_list:
             c = channels_at(res, self.channel_base, self.channel_max)
+            dtype = half_precision_policy(res, self.resolution, self.fp16_resolutions)
             for j in range(1 if res == 4 else 2):
                 index = len(self.convs)
                 self.convs.append(ModulatedConv2D(c, 3, up=(res > 4 and j == 0), fused=self.fused,
-                                                  name=f"b{res}_conv{j}"))
-                self.noises.append(NoiseInjection(seed=self.seed * 1000 + index, name=f"b{res}_noise{j}"))
-                self.acts.append(BiasActivation("lrelu", name=f"b{res}_act{j}"))
-            self.torgbs.append(ToRGB(self.channels, fused=self.fused, name=f"b{res}_torgb"))
+                                                  dtype=dtype, name=f"b{res}_conv{j}"))
+                self.noises.append(NoiseInjection(seed=self.seed * 1000 + index, dtype=dtype, name=f"b{res}_noise{j}"))
+                self.acts.append(BiasActivation("lrelu", clamp=self.conv_clamp, dtype=dtype, name=f"b{res}_act{j}"))
+            self.torgbs.append(ToRGB(self.channels, fused=self.fused, clamp=self.conv_clamp, dtype=dtype,
+                                     name=f"b{res}_torgb"))
 
     def build(self, ws_shape):
         c4 = channels_at(4, self.channel_base, self.channel_max)
@@ -127,7 +134,7 @@ class SynthesisNetwork(keras.layers.Layer):
                 x = self.noises[conv_index](x, noise_mode=noise_mode, noise_seed=noise_seed, noise=noise)
                 x = self.acts[conv_index](x)
                 conv_index += 1
-            y = torgb(x, ws[:, conv_index])                                            # style of next conv
+            y = ops.cast(torgb(x, ws[:, conv_index]), self.compute_dtype)             # style of next conv
             image = y if image is None else upsample_2d(image, self.fir) + y
         return image
 
@@ -137,7 +144,8 @@ class SynthesisNetwork(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "resolution": self.resolution, "channels": self.channels,
                 "w_dim": self.w_dim, "channel_base": self.channel_base, "channel_max": self.channel_max,
-                "fused": self.fused, "seed": self.seed, "const_std": self.const_std}
+                "fused": self.fused, "seed": self.seed, "const_std": self.const_std,
+                "fp16_resolutions": self.fp16_resolutions, "conv_clamp": self.conv_clamp}
 
 
 @register
@@ -150,8 +158,10 @@ class Generator(keras.Model):
     """
 
     def __init__(self, resolution=64, channels=1, z_dim=512, w_dim=512, mapping_layers=8,
-                 channel_base=8192, channel_max=256, fused=False, seed=0, const_std=0.05, **kwargs):
+                 channel_base=8192, channel_max=256, fused=False, seed=0, const_std=0.05, fp16_resolutions=0,
+                 conv_clamp=None, **kwargs):
         super().__init__(**kwargs)
+        self.fp16_resolutions, self.conv_clamp = int(fp16_resolutions), conv_clamp
         self.resolution, self.channels = int(resolution), int(channels)
         self.const_std = float(const_std)
         self.z_dim, self.w_dim, self.mapping_layers = int(z_dim), int(w_dim), int(mapping_layers)
@@ -160,7 +170,7 @@ class Generator(keras.Model):
         self.mapping = MappingNetwork(self.z_dim, self.w_dim, self.mapping_layers, name="mapping")
         self.synthesis = SynthesisNetwork(self.resolution, self.channels, self.w_dim, self.channel_base,
                                           self.channel_max, self.fused, self.seed, self.const_std,
-                                          name="synthesis")
+                                          self.fp16_resolutions, conv_clamp, name="synthesis")
         self.num_ws = self.synthesis.num_ws
         self.build((None, self.z_dim))
 
@@ -192,4 +202,5 @@ class Generator(keras.Model):
         return {"resolution": self.resolution, "channels": self.channels, "z_dim": self.z_dim,
                 "w_dim": self.w_dim, "mapping_layers": self.mapping_layers,
                 "channel_base": self.channel_base, "channel_max": self.channel_max,
-                "fused": self.fused, "seed": self.seed, "const_std": self.const_std, "name": self.name}
+                "fused": self.fused, "seed": self.seed, "const_std": self.const_std,
+                "fp16_resolutions": self.fp16_resolutions, "conv_clamp": self.conv_clamp, "name": self.name}

@@ -42,6 +42,16 @@ def check_resolution(resolution):
     return int(math.log2(resolution))
 
 
+def half_precision_policy(res, resolution, fp16_resolutions):
+    """The dtype policy of a layer at `res` in a network of `resolution`: "mixed_float16" within the
+    `fp16_resolutions` highest resolutions (never below 8x8, as the reference's num_fp16_res), else
+    None (the global policy)."""
+    if fp16_resolutions <= 0:
+        return None
+    lowest = max(2 ** (check_resolution(resolution) + 1 - fp16_resolutions), 8)
+    return "mixed_float16" if res >= lowest else None
+
+
 def channels_at(res, channel_base, channel_max):
     """Feature maps at a resolution: min(channel_base / res, channel_max), as in the paper."""
     channels = min(channel_base // res, channel_max)
@@ -117,17 +127,30 @@ def conv2d_down_strided(x, kernel, f):
     return tf.nn.conv2d(x, kernel, strides=2, padding="VALID")
 
 
-def bias_act(x, b, activation="linear", alpha=0.2):
-    """Add a per-channel bias, then an activation; leaky ReLU carries gain sqrt(2) to keep variance."""
+def bias_act(x, b, activation="linear", alpha=0.2, clamp=None):
+    """Add a per-channel bias, then an activation; leaky ReLU carries gain sqrt(2) to keep variance.
+    `clamp` (the reference's conv_clamp, 256 with float16) then limits the result to [-clamp, clamp]."""
     x = x + b
     if activation == "lrelu":
-        return ops.leaky_relu(x, negative_slope=alpha) * SQRT2
+        x = ops.leaky_relu(x, negative_slope=alpha) * SQRT2
+    if clamp is not None:
+        x = ops.clip(x, -clamp, clamp)
     return x
 
 
 def pixel_norm(x, epsilon=1e-8):
     """Normalise each feature vector to unit root-mean-square (ProGAN): x / sqrt(mean(x^2) + eps)."""
     return x * ops.rsqrt(ops.mean(ops.square(x), axis=-1, keepdims=True) + epsilon)
+
+
+def prenormalize(weight, styles):
+    """The reference's guard before a float16 demodulated convolution: each output channel's kernel
+    scaled to largest magnitude 1 / sqrt(k * k * I), each sample's styles to largest magnitude 1, so
+    the modulated activations cannot overflow. Demodulation divides both scales out again.
+    Shapes: weight [k, k, I, O], styles [B, I] -> the same"""
+    k, _, in_channels, _ = weight.shape
+    weight = weight / (math.sqrt(k * k * in_channels) * tf.reduce_max(tf.abs(weight), axis=[0, 1, 2], keepdims=True))
+    return weight, styles / tf.reduce_max(tf.abs(styles), axis=1, keepdims=True)
 
 
 def modulated_conv2d(x, weight, styles, demodulate=True, up=False, fused=False, f=None, epsilon=1e-8):
@@ -137,7 +160,7 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=False, fused=False, 
     `weight` is the already-equalized kernel. With `up`, the convolution is a stride-2 transposed
     convolution followed by the [1,3,3,1] FIR filter, as in the reference. `fused` computes one
     kernel per sample and runs a grouped convolution; the other path modulates activations instead,
-    which is mathematically the same.
+    which is mathematically the same. In float16 a demodulated convolution first `prenormalize`s.
 
     Shapes: x [B, H, W, I], weight [k, k, I, O], styles [B, I] -> [B, H', W', O] (H' = 2H with up)
     """
@@ -147,6 +170,9 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=False, fused=False, 
     acc = accumulation_dtype(compute_dtype)
     w32 = tf.cast(weight, acc)
     s32 = tf.cast(styles, acc)
+    if demodulate and compute_dtype == tf.float16:
+        w32, s32 = prenormalize(w32, s32)
+        weight, styles = tf.cast(w32, compute_dtype), tf.cast(s32, compute_dtype)
     if demodulate:
         d = tf.math.rsqrt(tf.einsum("hwio,bi->bo", tf.square(w32), tf.square(s32)) + epsilon)  # [B, O]
 
@@ -296,8 +322,9 @@ class EqualizedConv2D(keras.layers.Layer):
     """
 
     def __init__(self, filters, kernel_size, gain=1.0, lr_multiplier=1.0, use_bias=True,
-                 activation="linear", down=False, down_mode="decimate", **kwargs):
+                 activation="linear", down=False, down_mode="decimate", clamp=None, **kwargs):
         super().__init__(**kwargs)
+        self.clamp = None if clamp is None else float(clamp)
         if filters < 1 or kernel_size < 1:
             raise ValueError(f"filters and kernel_size must be positive, got {filters}, {kernel_size}")
         _check_activation(activation)
@@ -334,7 +361,7 @@ class EqualizedConv2D(keras.layers.Layer):
                 x = downsample_2d(x, self.fir)
             y = tf.nn.conv2d(x, self.effective_kernel(), strides=1, padding="SAME")
         b = self.bias * self.lr_multiplier if self.use_bias else 0.0
-        return bias_act(y, b, self.activation)
+        return bias_act(y, b, self.activation, clamp=self.clamp)
 
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
@@ -345,7 +372,7 @@ class EqualizedConv2D(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
                 "gain": self.gain, "lr_multiplier": self.lr_multiplier, "use_bias": self.use_bias,
-                "activation": self.activation, "down": self.down, "down_mode": self.down_mode}
+                "activation": self.activation, "down": self.down, "down_mode": self.down_mode, "clamp": self.clamp}
 
 
 @register
@@ -447,24 +474,26 @@ class NoiseInjection(keras.layers.Layer):
 
 @register
 class BiasActivation(keras.layers.Layer):
-    """Learned per-channel bias followed by linear or leaky-ReLU(0.2) * sqrt(2) activation."""
+    """Learned per-channel bias followed by linear or leaky-ReLU(0.2) * sqrt(2) activation, then
+    optionally clamped to [-clamp, clamp]."""
 
-    def __init__(self, activation="lrelu", **kwargs):
+    def __init__(self, activation="lrelu", clamp=None, **kwargs):
         super().__init__(**kwargs)
         _check_activation(activation)
         self.activation = activation
+        self.clamp = None if clamp is None else float(clamp)
 
     def build(self, input_shape):
         self.bias = self.add_weight(name="bias", shape=(int(input_shape[-1]),), initializer="zeros")
 
     def call(self, x):
-        return bias_act(x, ops.cast(self.bias, x.dtype), self.activation)
+        return bias_act(x, ops.cast(self.bias, x.dtype), self.activation, clamp=self.clamp)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "activation": self.activation}
+        return {**super().get_config(), "activation": self.activation, "clamp": self.clamp}
 
 
 @register
@@ -507,12 +536,13 @@ class ToRGB(keras.layers.Layer):
     Shapes: x [B, H, W, C], w [B, w_dim] -> [B, H, W, channels]
     """
 
-    def __init__(self, channels=1, fused=False, **kwargs):
+    def __init__(self, channels=1, fused=False, clamp=None, **kwargs):
         super().__init__(**kwargs)
         if channels < 1:
             raise ValueError(f"channels must be positive, got {channels}")
         self.channels = int(channels)
         self.fused = bool(fused)
+        self.clamp = None if clamp is None else float(clamp)
 
     def build(self, x_shape, w_shape):
         self.conv = ModulatedConv2D(self.channels, 1, demodulate=False, fused=self.fused,
@@ -521,10 +551,10 @@ class ToRGB(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(self.channels,), initializer="zeros")
 
     def call(self, x, w):
-        return bias_act(self.conv(x, w), ops.cast(self.bias, x.dtype))
+        return bias_act(self.conv(x, w), ops.cast(self.bias, x.dtype), clamp=self.clamp)
 
     def compute_output_shape(self, x_shape, w_shape):
         return tuple(x_shape[:-1]) + (self.channels,)
 
     def get_config(self):
-        return {**super().get_config(), "channels": self.channels, "fused": self.fused}
+        return {**super().get_config(), "channels": self.channels, "fused": self.fused, "clamp": self.clamp}

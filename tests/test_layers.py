@@ -121,6 +121,42 @@ def test_modulated_conv_matches_numpy(fused, demodulate, up):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_float16_modulated_conv_with_huge_styles_stays_finite_and_matches_numpy(fused):
+    """Styles of 3e4-6e4 make the modulated activations (x * s) pass float16's largest value, 65504: the
+    reference's pre-normalisation keeps the float16 convolution finite, within 1% of float64."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal([2, 6, 6, 8]).astype(np.float32)
+    weight = rng.standard_normal([3, 3, 8, 5]).astype(np.float32)
+    styles = rng.uniform(3e4, 6e4, [2, 8]).astype(np.float32)
+    assert np.abs(x * styles[:, None, None, :]).max() > np.finfo(np.float16).max      # would overflow
+    for up in (False, True):
+        got = L.modulated_conv2d(tf.constant(x, tf.float16), tf.constant(weight, tf.float16),
+                                 tf.constant(styles, tf.float16), up=up, fused=fused, f=L.fir_filter())
+        want = np_modulated_conv(x.astype(np.float64), weight, styles, True, up)
+        assert got.dtype == tf.float16 and np.all(np.isfinite(got.numpy()))
+        np.testing.assert_allclose(got.numpy().astype(np.float64), want, atol=0.01 * np.abs(want).max())
+
+
+def test_prenormalize_bounds_kernel_and_styles_and_demodulation_divides_it_out():
+    weight = RNG.standard_normal([3, 3, 4, 6]).astype(np.float32) * 50
+    styles = RNG.uniform(-300, 300, [2, 4]).astype(np.float32)
+    w, s = (t.numpy() for t in L.prenormalize(tf.constant(weight), tf.constant(styles)))
+    np.testing.assert_allclose(np.abs(w).max(axis=(0, 1, 2)), 1 / np.sqrt(3 * 3 * 4), rtol=1e-6)
+    np.testing.assert_allclose(np.abs(s).max(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(w / weight, np.broadcast_to((w / weight)[0, 0, 0], weight.shape), rtol=1e-5)  # per O
+    x = RNG.standard_normal([2, 5, 5, 4])
+    np.testing.assert_allclose(np_modulated_conv(x, w, s, True, False), np_modulated_conv(x, weight, styles, True, False),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_clamp_limits_the_activation_after_bias_and_gain():
+    x = tf.constant([[-400.0, -1.0, 0.5, 300.0]])
+    got = L.bias_act(x, tf.constant([0.0, 0.0, 0.0, 10.0]), "lrelu", clamp=256.0).numpy()
+    np.testing.assert_allclose(got, [[-80 * math.sqrt(2), -0.2 * math.sqrt(2), 0.5 * math.sqrt(2), 256.0]], rtol=1e-6)
+    np.testing.assert_allclose(L.bias_act(x, 0.0, clamp=1.0).numpy(), [[-1.0, -1.0, 0.5, 1.0]])
+
+
 def test_demodulated_output_has_unit_variance():
     # For i.i.d. unit-variance input, each output is a sum of k*k*I inputs with weights whose
     # squares sum to 1, so its variance is 1 whatever the styles (away from the padded border).

@@ -167,3 +167,80 @@ def test_a_configuration_saved_before_the_faithful_options_keeps_its_networks():
     with pytest.raises(ValueError, match="d_downsample"):
         Config(d_downsample="average")
 
+
+
+# ---------------------------------------------------------------------------------------------
+# float16 by resolution, as the reference (num_fp16_res, conv_clamp)
+# ---------------------------------------------------------------------------------------------
+
+def test_the_float16_resolutions_are_the_highest_ones_never_4x4():
+    from layers import half_precision_policy
+    half = lambda resolution, n: [r for r in (4, 8, 16, 32, 64) if r <= resolution  # noqa: E731
+                                  and half_precision_policy(r, resolution, n) == "mixed_float16"]
+    assert half(64, 4) == [8, 16, 32, 64] and half(64, 2) == [32, 64] and half(64, 0) == []
+    assert half(64, 9) == [8, 16, 32, 64] and half(8, 4) == [8]
+    from config import Config
+    assert (Config(precision="float16").half_resolutions, Config(precision="float16").conv_clamp) == (4, 256.0)
+    for precision in ("float32", "bfloat16"):
+        assert (Config(precision=precision).half_resolutions, Config(precision=precision).conv_clamp) == (0, None)
+
+
+def float16_pair(network, **kwargs):
+    """The same weights twice: float16 in the 2 highest resolutions, and all float32; both clamped at 256."""
+    half, full = network(fp16_resolutions=2, conv_clamp=256, **kwargs), network(conv_clamp=256, **kwargs)
+    for a, b in zip(full.weights, half.weights):
+        a.assign(b)
+    return half, full
+
+
+G_SIZES = dict(resolution=32, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=32)
+
+
+def test_the_generator_computes_its_two_highest_resolutions_in_float16_and_matches_float32():
+    half, full = float16_pair(Generator, **G_SIZES)
+    dtypes = {layer.name: layer.compute_dtype for layer in half.synthesis.convs + half.synthesis.torgbs}
+    assert {k for k, v in dtypes.items() if v == "float16"} == {"b16_conv0", "b16_conv1", "b16_torgb",
+                                                                "b32_conv0", "b32_conv1", "b32_torgb"}
+    assert half.mapping.compute_dtype == "float32"
+    z = tf.random.stateless_normal([4, 16], seed=[1, 2])
+    y_half, y_full = half(z, noise_mode="const"), full(z, noise_mode="const")
+    assert y_half.dtype == tf.float32                                    # the image sum stays float32
+    assert np.abs(y_half.numpy() - y_full.numpy()).max() < 0.05 * y_full.numpy().std()
+
+
+def test_a_float16_discriminator_that_overflowed_before_now_stays_finite_and_matches_float32():
+    """Kernels 8x their start gain each layer past float16's 65504 (a D grown during training)."""
+    sizes = dict(resolution=32, channel_base=256, channel_max=32)
+    images = tf.random.stateless_normal([4, 32, 32, 1], seed=[3, 4])
+    keras.mixed_precision.set_global_policy("mixed_float16")                        # before: all float16, no clamp
+    before = Discriminator(**sizes)
+    keras.mixed_precision.set_global_policy("float32")
+    for v in before.weights:
+        if v.path.endswith("kernel"):
+            v.assign(v * 8.0)
+    assert not np.all(np.isfinite(before(images).numpy()))
+    half, full = float16_pair(Discriminator, **sizes)
+    for network in (half, full):
+        for a, b in zip(network.weights, before.weights):
+            a.assign(b)
+    assert half.from_rgb.compute_dtype == half.blocks[1][0].compute_dtype == "float16"
+    assert half.blocks[2][0].compute_dtype == half.conv4.compute_dtype == "float32"
+    got, want = half(images).numpy(), full(images).numpy()
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, atol=0.02 * np.abs(want).max())
+
+
+def test_float16_discriminator_at_its_start_matches_float32():
+    half, full = float16_pair(Discriminator, resolution=32, channel_base=256, channel_max=32)
+    images = tf.random.stateless_normal([4, 32, 32, 1], seed=[5, 6])
+    want = full(images).numpy()
+    np.testing.assert_allclose(half(images).numpy(), want, atol=0.02 * np.abs(want).max())
+
+
+def test_a_float16_generator_survives_keras_save_and_load(tmp_path):
+    half, _ = float16_pair(Generator, **G_SIZES)
+    z = tf.random.stateless_normal([2, 16], seed=[7, 8])
+    half.save(tmp_path / "g.keras")
+    loaded = keras.models.load_model(tmp_path / "g.keras")
+    assert loaded.synthesis.convs[-1].compute_dtype == "float16" and loaded.conv_clamp == 256
+    np.testing.assert_array_equal(loaded(z, noise_mode="const").numpy(), half(z, noise_mode="const").numpy())
