@@ -39,7 +39,10 @@ def _quiet_tensorflow():
     os.dup2(devnull, 2)
     try:
         import tensorflow as tf
-        tf.constant(0.0) + 1.0  # Initialises the runtime, which logs once more.
+        # Initialises the runtime, which logs once more; not on a cluster (TF_CONFIG), where
+        # MultiWorkerMirroredStrategy must configure the runtime before anything runs.
+        if "TF_CONFIG" not in os.environ:
+            tf.constant(0.0) + 1.0
     finally:
         os.dup2(stderr, 2)
         os.close(devnull)
@@ -277,8 +280,8 @@ def train():
         return dry_run(config, typed, options)
     gan = training.train(config, options, typed)
     paths = runs.Paths(FLAGS.output_dir)
-    logging.info("done at %g kimg: samples in %s, checkpoints in %s",
-                 int(gan.images_seen.numpy()) / 1000, paths.samples, paths.checkpoints)
+    logging.info("done at %g kimg: samples in %s, checkpoints in %s (weights %s)",
+                 int(gan.images_seen.numpy()) / 1000, paths.samples, paths.checkpoints, runs.weights_digest(gan))
 
 
 def dry_run(config, typed, options):

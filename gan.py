@@ -328,12 +328,22 @@ class StyleGAN2(keras.Model):
         return logs
 
     def train_step(self, real_images):
+        strategy = tf.distribute.get_strategy()
+        if real_images.shape[0] is None and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # Its iterators leave the batch size open (for partial batches, which training.training_input
+            # never makes): pin it to the configured per-replica batch.
+            local = self.config.batch_size // strategy.num_replicas_in_sync
+            real_images = tf.ensure_shape(real_images, [local, *real_images.shape[1:]])
         logs = self.train_logs(real_images)
         # Penalties are averaged over the steps that computed them, not diluted by lazy zeros.
         weights = dict(r1=logs["d_reg"], gp=logs["d_reg"], pl=logs["g_reg"])
         for name, tracker in self.trackers.items():
             tracker.update_state(logs[name], sample_weight=tf.cast(weights.get(name, True), tf.float32))
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        results = {name: tracker.result() for name, tracker in self.trackers.items()}
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras averages multi-worker logs along axis 0, which a scalar does not have (Keras 3.15).
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
 
 def set_precision(precision):

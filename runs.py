@@ -15,6 +15,7 @@ says what is wrong and what to do.
 import dataclasses
 import datetime
 import errno
+import hashlib
 import json
 import os
 import re
@@ -370,6 +371,16 @@ def record_changes(paths, history, kimg, changes):
 # ---------------------------------------------------------------------------------------------
 # Checkpoints
 # ---------------------------------------------------------------------------------------------
+
+def weights_digest(gan):
+    """A short fingerprint (sha256, 12 hex digits) of every network variable: the same on every worker
+    of a cluster, and the same for two runs that trained alike bit for bit."""
+    digest = hashlib.sha256()
+    for name, variable in sorted(named_variables(gan).items()):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(variable.numpy()).tobytes())
+    return digest.hexdigest()[:12]
+
 
 def named_variables(gan):
     """Every variable of the GAN under a unique name: '<owner>/<keras path>'.

@@ -15,7 +15,9 @@ import functools
 import json
 import math
 import os
+import shutil
 import signal
+import tempfile
 import time
 
 import keras
@@ -82,6 +84,30 @@ def make_strategy(name):
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
     raise RunError(f"unknown strategy {name!r}; choose default, mirrored, multiworker or tpu")
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's outputs: yes, except on a cluster's non-chief workers."""
+    return getattr(strategy.extended, "should_checkpoint", True)
+
+
+def training_input(dataset, strategy, start, batch_size):
+    """What fit() reads from step `start` on. On one machine, the stream of global batches itself
+    (MirroredStrategy splits each between local replicas). On a cluster every worker builds the same
+    seeded stream and keeps its own contiguous rows of each global batch (worker w of W, with R
+    replicas each: rows w*R*b to (w+1)*R*b, b per replica), so the global batch is exactly the one
+    a single process trains on, and each worker feeds its replicas only its share."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return dataset.skip(start)
+
+    def per_worker(context):
+        per_replica = context.get_per_replica_batch_size(batch_size)
+        rows = per_replica * strategy.num_replicas_in_sync // context.num_input_pipelines
+        first = context.input_pipeline_id * rows
+        return (dataset.skip(start).map(lambda x: x[first:first + rows]).unbatch()
+                .batch(per_replica, drop_remainder=True))
+
+    return strategy.distribute_datasets_from_function(per_worker)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,23 +287,44 @@ def train(config, options, explicit=()):
 
     The run folder is locked for the whole run (runs.RunLock); a new run never starts over the
     checkpoints of an old one (runs.refuse_overwrite)."""
+    # First of all: MultiWorkerMirroredStrategy must configure TensorFlow's collectives before any op runs.
+    strategy = make_strategy(options.strategy)
+    if not is_chief(strategy):
+        return _train_as_worker(config, options, set(explicit), strategy)
     paths = Paths(options.output_dir)
     if not options.resume and config.kimg <= 0:
         raise RunError(f"--kimg={config.kimg:g} trains nothing: give the length of the new run in thousands of "
                        f"images (for example --kimg 20)")
     paths.make()
     with RunLock(paths):
-        return _train_locked(config, options, set(explicit), paths)
+        return _train_locked(config, options, set(explicit), paths, strategy)
 
 
-def _train_locked(config, options, explicit, paths):
+def _train_as_worker(config, options, explicit, strategy):
+    """A cluster's non-chief worker trains in step with the chief but writes only into a temporary
+    folder, deleted at the end, so the run folder (shared or not) holds the chief's outputs alone.
+    To resume it starts from a copy of the run's checkpoints and history."""
+    run = Paths(options.output_dir)
+    with tempfile.TemporaryDirectory(prefix="stylegan2-worker-") as scratch:
+        paths = Paths(scratch)
+        if options.resume and os.path.isdir(run.checkpoints):
+            shutil.copytree(run.checkpoints, paths.checkpoints)
+            if os.path.exists(run.history_file):
+                os.makedirs(paths.logs, exist_ok=True)
+                shutil.copy2(run.history_file, paths.history_file)
+        paths.make()
+        options = dataclasses.replace(options, output_dir=scratch, progress=False)
+        with RunLock(paths):
+            return _train_locked(config, options, explicit, paths, strategy)
+
+
+def _train_locked(config, options, explicit, paths, strategy):
     clean_leftovers(paths)
     changes = {}
     if options.resume:
         config, changes = resolve_resume_config(paths, config, explicit)
     else:
         refuse_overwrite(paths)
-    strategy = make_strategy(options.strategy)
     if config.batch_size % strategy.num_replicas_in_sync:
         raise RunError(f"--batch_size={config.batch_size} must be a multiple of the "
                        f"{strategy.num_replicas_in_sync} replicas")
@@ -352,7 +399,7 @@ def _train_locked(config, options, explicit, paths):
                 if stop_flag.requested:
                     break
                 start = int(gan.images_seen.numpy()) // config.batch_size
-                gan.fit(dataset.skip(start), initial_epoch=initial_epoch, epochs=epochs,
+                gan.fit(training_input(dataset, strategy, start, config.batch_size), initial_epoch=initial_epoch, epochs=epochs,
                         steps_per_epoch=steps_per_epoch, verbose=0, shuffle=False,
                         callbacks=[StopOnNonFinite(), ticks])
         except NonFiniteLossError as e:
