@@ -4,6 +4,7 @@
     python tools/bench.py --train                  # also the full training step (lazy regularisers amortised)
     python tools/bench.py --resolutions 64 --precisions float32,bfloat16 --variants nonfused,fused --xla
     python tools/bench.py --ceiling --precisions float32,bfloat16,float16   # what a plain conv reaches here
+    python tools/bench.py --resolutions 64 --variants nonfused --fit 1,4    # fit() with 1 and 4 steps per execution
 
 The first record says which of the CPU's bf16/fp16 units oneDNN can use (AMX or only AVX-512),
 and `--ceiling` measures a plain 3x3 convolution at the reference's busiest shape in each precision:
@@ -31,8 +32,9 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import bench_data  # noqa: E402
+import data  # noqa: E402
 from config import PRESETS  # noqa: E402
-from gan import build_gan  # noqa: E402
+from gan import StopOnNonFinite, build_gan  # noqa: E402
 
 GFLOP_PER_TRAINED_IMAGE = 55.0
 
@@ -72,6 +74,21 @@ def conv_ceiling(precision, seconds):
     flop = 2.0 * 16 * 32 * 32 * 256 * 256 * 9
     return dict(what="conv_ceiling", precision=precision,
                 gflop_per_s=round(flop * timed(lambda: conv().numpy(), seconds) / 1e9, 1))
+
+
+def fit_images_per_s(config, steps_per_execution, seconds):
+    """Images/s of the training step run by `fit` as a training run runs it (`StopOnNonFinite` on,
+    which reads the logs Keras brings to the host once per execution), 16 steps per epoch."""
+    images = tf.random.stateless_uniform([64, config.resolution, config.resolution, 1], seed=[0, 2], maxval=256,
+                                         dtype=tf.int32).numpy().astype("uint8")
+    dataset = data.make_dataset(images, config.batch_size, seed=0)
+    gan = build_gan(config, steps_per_execution=steps_per_execution)
+    fit = lambda: gan.fit(dataset, epochs=1, steps_per_epoch=16, verbose=0, shuffle=False,  # noqa: E731
+                          callbacks=[StopOnNonFinite()])
+    fit()                                                                              # traces
+    rate = 16 * config.batch_size * timed(fit, seconds, min_calls=1, warmup=0)
+    keras.backend.clear_session()
+    return rate
 
 
 def bench(resolution, precision, fused, xla, batch, seconds, train):
@@ -120,6 +137,8 @@ def main():
     parser.add_argument("--variants", default="nonfused,fused", help="modulated conv variants: nonfused, fused")
     parser.add_argument("--xla", action="store_true", help="also measure with XLA")
     parser.add_argument("--train", action="store_true", help="also measure the full training step")
+    parser.add_argument("--fit", default="", help="also time fit() with these steps_per_execution values, "
+                        "e.g. 1,4 (one record each)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0, help="timing per measurement")
     parser.add_argument("--ceiling", action="store_true",
@@ -143,6 +162,12 @@ def main():
                         record["fraction_of_ceiling"] = round(
                             record["train_images_per_s"] * GFLOP_PER_TRAINED_IMAGE / ceilings[precision], 3)
                     print(json.dumps(record), flush=True)
+            for execution in [int(n) for n in args.fit.split(",") if n]:
+                config = PRESETS["reference"].replace(resolution=resolution, precision=precision,
+                                                      batch_size=args.batch)
+                print(json.dumps(dict(resolution=resolution, precision=precision, steps_per_execution=execution,
+                                      fit_images_per_s=round(fit_images_per_s(config, execution, args.seconds), 2))),
+                      flush=True)
 
 
 if __name__ == "__main__":
