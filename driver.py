@@ -39,6 +39,8 @@ def _quiet_tensorflow():
     os.dup2(devnull, 2)
     try:
         import tensorflow as tf
+        for gpu in tf.config.list_physical_devices("GPU"):     # take GPU memory as needed, not all at once
+            tf.config.experimental.set_memory_growth(gpu, True)
         # Initialises the runtime, which logs once more; not on a cluster (TF_CONFIG), where
         # MultiWorkerMirroredStrategy must configure the runtime before anything runs.
         if "TF_CONFIG" not in os.environ:

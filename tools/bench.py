@@ -144,8 +144,10 @@ def main():
     parser.add_argument("--ceiling", action="store_true",
                         help="first measure a plain convolution's GFLOP/s in each precision")
     args = parser.parse_args()
+    gpus = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+            for gpu in tf.config.list_physical_devices("GPU")]
     print(json.dumps(dict(what="machine", cpu_half_precision_units=cpu_features(), cores=os.cpu_count(),
-                          tensorflow=tf.__version__, keras=keras.__version__)), flush=True)
+                          gpus=gpus, tensorflow=tf.__version__, keras=keras.__version__)), flush=True)
     ceilings = {}
     if args.ceiling:
         for precision in args.precisions.split(","):
