@@ -331,7 +331,7 @@ def mean_pairwise_ms_ssim(images, num_pairs=1000, seed=0, batch_size=250):
     first = rng.integers(0, len(images), num_pairs)
     second = (first + rng.integers(1, len(images), num_pairs)) % len(images)    # never the same index
     filter_size, weights = ms_ssim_settings(images.shape[1])
-    unit = (np.clip(images, -1.0, 1.0) + 1.0) / 2.0  # TF's SSIM expects non-negative pixels
+    unit = pixels.to_zero_one(images)                  # TF's SSIM expects non-negative pixels
     scores = [tf.image.ssim_multiscale(unit[first[i:i + batch_size]], unit[second[i:i + batch_size]],
                                        max_val=1.0, power_factors=weights, filter_size=filter_size).numpy()
               for i in range(0, num_pairs, batch_size)]

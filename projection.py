@@ -156,11 +156,6 @@ def const_noises(synthesis):
 # Distances: (images, prepared targets) -> [B], one value per target
 # ---------------------------------------------------------------------------------------------
 
-def to_unit(images):
-    """[-1, 1] -> [0, 1], clipped (SSIM needs non-negative pixels)."""
-    return tf.clip_by_value((images + 1.0) * 0.5, 0.0, 1.0)
-
-
 def pixel_mse(images, targets):
     """Mean squared pixel difference, in the networks' [-1, 1] units. [B, R, R, C] x2 -> [B]"""
     return tf.reduce_mean(tf.square(images - targets), axis=[1, 2, 3])
@@ -216,7 +211,7 @@ def ms_ssim_distance(images, targets):
     """1 - MS-SSIM on [0, 1] pixels, with as many scales as the size allows (`metrics.ms_ssim_settings`:
     three at 64 px, plain SSIM below 22 px). [B, R, R, C] x2 in [-1, 1] -> [B]"""
     filter_size, weights = metrics.ms_ssim_settings(images.shape[1])
-    return 1.0 - ms_ssim(to_unit(images), to_unit(targets), weights, filter_size)
+    return 1.0 - ms_ssim(pixels.to_zero_one(images), pixels.to_zero_one(targets), weights, filter_size)
 
 
 def unit_normalize(features, epsilon=1e-10):
@@ -483,8 +478,8 @@ def ssim(images, targets):
     """SSIM (Wang et al. 2004) on [0, 1] pixels, Gaussian window of 11 (smaller images: their size).
     [B, R, R, C] x2 in [-1, 1] -> [B]"""
     filter_size = min(11, int(np.shape(images)[1]))
-    return tf.image.ssim(to_unit(tf.constant(images, tf.float32)), to_unit(tf.constant(targets, tf.float32)),
-                         max_val=1.0, filter_size=filter_size).numpy().astype(np.float64)
+    a, b = (pixels.to_zero_one(tf.constant(x, tf.float32)) for x in (images, targets))
+    return tf.image.ssim(a, b, max_val=1.0, filter_size=filter_size).numpy().astype(np.float64)
 
 
 def gaussian_taps(sigma):

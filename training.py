@@ -223,7 +223,7 @@ class TickOutputs(keras.callbacks.Callback):
         with self.writer.as_default(step=images):
             for k, v in entry.items():
                 tf.summary.scalar(k, v)
-            tf.summary.image("samples", (samples[:16] + 1.0) / 2.0, max_outputs=16)
+            tf.summary.image("samples", pixels.to_zero_one(samples[:16]), max_outputs=16)
         if "swd_avg" in entry and self.checkpointer.save_best(self.steps_done(), kimg, entry["swd_avg"]):
             entry["best"] = True                        # this tick's state is now checkpoints/best/
         atomic.write_json(self.paths.history_file, self.history)

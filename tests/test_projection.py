@@ -179,7 +179,7 @@ def test_ms_ssim_gradient_stays_finite_for_anticorrelated_images():
     # tf.image.ssim_multiscale's is NaN here (the derivative of 0^p), which is why ours exists.
     weights = metrics.ms_ssim_settings(64)[1]
     with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(tf.image.ssim_multiscale(P.to_unit(x), P.to_unit(target), 1.0, power_factors=weights))
+        loss = tf.reduce_sum(tf.image.ssim_multiscale(pixels.to_zero_one(x), pixels.to_zero_one(target), 1.0, power_factors=weights))
     assert not np.all(np.isfinite(tape.gradient(loss, x).numpy()))
 
 

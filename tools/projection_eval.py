@@ -182,7 +182,7 @@ def fill_holes(mask):
 def brain_region(mean_slice, resolution):
     """Where lesions go and pixels are scored: the filled head of a mean slice ([-1, 1], [R, R, C])
     eroded by SKULL_MARGIN pixels at 64x64 (scaled). [R, R] bool"""
-    head = fill_holes((mean_slice.mean(axis=-1) + 1.0) / 2.0 > HEAD_LEVEL)
+    head = fill_holes(pixels.to_zero_one(mean_slice.mean(axis=-1)) > HEAD_LEVEL)
     return box_erode(head, round(SKULL_MARGIN * resolution / 64.0))
 
 
@@ -335,7 +335,7 @@ def timing(g, settings, distance, w_stats, images, steps, batch):
 # ---------------------------------------------------------------------------------------------
 
 def _gray(ax, image, title=None):
-    ax.imshow((np.clip(image[..., 0], -1, 1) + 1) / 2, cmap="gray", vmin=0, vmax=1)
+    ax.imshow(pixels.to_zero_one(image[..., 0]), cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=7)
