@@ -24,8 +24,7 @@ intensity rather than about 0 (mid-grey), so contrast does not lift a black MRI 
 
 Randomness is stateless: all per-sample parameters are drawn for the global batch from the given
 seed and each replica keeps its rows (as `layers.replica_normal`), so a step is reproducible and
-identical on one device and on several. (Under XLA, TensorFlow's stateless generators return other,
-equally random, numbers for the same seed: compiled and uncompiled runs augment differently.)
+identical on one device and on several, and the same compiled by XLA or not (`layers.stateless_uniform`).
 """
 
 import math
@@ -35,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from layers import accumulation_dtype, register
+from layers import accumulation_dtype, fold_in, register, stateless_normal, stateless_uniform
 
 # Strengths as in the paper's pipeline (stylegan2-ada-pytorch `AugmentPipe` defaults).
 XINT_MAX = 0.125         # integer translation: uniform in +-this fraction of the image size
@@ -98,10 +97,10 @@ def random_tables(local_batch, seed):
     """Uniform [b, len(_UNIFORM)] in [0, 1) and standard normal [b, len(_NORMAL)] draws for this
     replica's samples, from a [2] integer seed (two independent streams folded from it)."""
     seed = tf.cast(seed, tf.int64)
-    uniform = replica_rows(lambda n, s: tf.random.stateless_uniform(
-        [n, len(_UNIFORM)], tf.random.experimental.stateless_fold_in(s, 0)), local_batch, seed)
-    normal = replica_rows(lambda n, s: tf.random.stateless_normal(
-        [n, len(_NORMAL)], tf.random.experimental.stateless_fold_in(s, 1)), local_batch, seed)
+    uniform = replica_rows(lambda n, s: stateless_uniform(
+        [n, len(_UNIFORM)], fold_in(s, 0)), local_batch, seed)
+    normal = replica_rows(lambda n, s: stateless_normal(
+        [n, len(_NORMAL)], fold_in(s, 1)), local_batch, seed)
     return uniform, normal
 
 

@@ -21,7 +21,7 @@ import augment as augment_module
 from config import Config
 from discriminator import Discriminator
 from generator import Generator
-from layers import replica_normal
+from layers import fold_in, replica_normal, stateless_uniform
 from losses import get_loss, gradient_penalty, path_lengths, r1_penalty, scaled_gradient
 
 # The purposes of the random streams within one step.
@@ -32,13 +32,12 @@ from losses import get_loss, gradient_penalty, path_lengths, r1_penalty, scaled_
 def stream_seed(seed, step, purpose):
     """The [2] int64 key of one random stream: [seed, 0] with the step, then the purpose, folded in.
 
-    Folding (a keyed hash, `stateless_fold_in`) instead of adding offsets keeps every (step, purpose)
+    Folding (a keyed hash, `layers.fold_in`) instead of adding offsets keeps every (step, purpose)
     and, folded once more, every noise layer on a stream of its own; sums such as step * 16 + purpose
     or purpose + layer land on each other's streams.
     """
     key = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
-    key = tf.random.experimental.stateless_fold_in(key, tf.cast(step, tf.int64))
-    return tf.random.experimental.stateless_fold_in(key, purpose)
+    return fold_in(fold_in(key, step), purpose)
 
 
 def make_networks(config):
@@ -74,6 +73,12 @@ def mix_styles(ws_a, ws_b, cutoff):
     """Layers before `cutoff` take styles from ws_a, the rest from ws_b. [B, L, W] x2 -> [B, L, W]"""
     layer = tf.range(tf.shape(ws_a)[1])[None, :, None]                        # [1, L, 1]
     return tf.where(layer < cutoff, ws_a, ws_b)
+
+
+def gradients_or_zero(tape, target, variables):
+    """d target / d variables, zeros for the variables the target does not depend on."""
+    grads = tape.gradient(target, variables)
+    return [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
 
 
 def assign_synced(variables, values):
@@ -139,6 +144,10 @@ class StyleGAN2(keras.Model):
         if augment is not None:
             names += ["augment_p", "ada_rt"]
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        passes = dict(d_loss=self._d_loss_pass, d_penalty=self._d_penalty_pass, g_loss=self._g_loss_pass,
+                      path_length=self._path_length_pass)
+        compiled = (lambda f: tf.function(f, jit_compile=True)) if config.xla else (lambda f: f)
+        self._passes = {name: compiled(f) for name, f in passes.items()}
         # Every sub-network is built above; without this, fit() under a distribution strategy would
         # try to build the model by calling it on a batch of images.
         self.built = True
@@ -164,8 +173,8 @@ class StyleGAN2(keras.Model):
             self.d_optimizer = keras.optimizers.LossScaleOptimizer(self.d_optimizer)
         self.g_optimizer.build(self.generator.trainable_variables)
         self.d_optimizer.build(self.discriminator.trainable_variables)
-        kwargs.setdefault("jit_compile", c.xla)
-        super().compile(optimizer=None, **kwargs)
+        # With --xla the passes are compiled one by one (_passes), not the whole step.
+        super().compile(optimizer=None, jit_compile=False, **kwargs)
 
     @property
     def d_reg_interval(self):
@@ -196,7 +205,7 @@ class StyleGAN2(keras.Model):
         ws = g.broadcast(g.mapping(z))                                                    # [b, L, w]
         if self.config.style_mixing_prob <= 0:
             return ws, ws
-        u = tf.random.stateless_uniform([2], self._seed(mix_salt))
+        u = stateless_uniform([2], self._seed(mix_salt))
         cutoff = tf.cast(tf.floor(u[0] * (g.num_ws - 1)), tf.int32) + 1                  # 1..L-1
         cutoff = tf.where(u[1] < self.config.style_mixing_prob, cutoff, g.num_ws)
         ws2 = g.broadcast(g.mapping(z2))
@@ -215,14 +224,41 @@ class StyleGAN2(keras.Model):
         """One critic step's gradients: D loss, plus the lazy R1 or gradient penalty on the steps
         where it is due, scaled by the interval. Returns (gradients, logs, real_logits)."""
         c = self.config
-        batch = real_images.shape[0]
-        scale = 1.0 / tf.distribute.get_strategy().num_replicas_in_sync
-        ws, _ = self.sample_ws(batch, SALT_Z_D, SALT_Z2_D, SALT_MIX_D)
-        fake_images = self.generator.synthesis(ws, noise_seed=self._seed(SALT_NOISE_D))
-        critic = lambda x: self.discriminator(self._augment(x, SALT_AUG_REAL))  # noqa: E731
+        grads, d_loss, real_logits, fake_logits, fake_images = self._passes["d_loss"](real_images)
         do_reg = tf.equal(self.d_steps % self.d_reg_interval, 0)
-        zero = lambda: tf.constant(0.0)  # noqa: E731
-        d_scale = loss_scale(self.d_optimizer)
+        r1 = gp = tf.constant(0.0)
+        if c.resolved_r1_gamma > 0 or self.loss_fns.penalty == "gp":
+            skip = lambda: ([tf.zeros_like(g) for g in grads], r1, gp)  # noqa: E731
+            penalty = lambda: self._passes["d_penalty"](real_images, fake_images)  # noqa: E731
+            reg_grads, r1, gp = tf.cond(do_reg, penalty, skip)
+            grads = [g + r for g, r in zip(grads, reg_grads)]
+        logs = dict(d_loss=d_loss, real_logits=ops.mean(real_logits), fake_logits=ops.mean(fake_logits),
+                    r1=r1, gp=gp, d_reg=do_reg)
+        return grads, logs, real_logits
+
+    def g_gradients(self, batch):
+        """One generator step's gradients: non-saturating/critic G loss on style-mixed latents, plus
+        the lazy path-length penalty where due. Returns (gradients, logs, new pl_mean, plain ws)."""
+        c = self.config
+        grads, g_loss, ws_plain = self._passes["g_loss"](batch)
+        do_pl = tf.logical_and(tf.equal(self.g_steps % c.g_reg_interval, 0), c.pl_weight > 0)
+        pl, pl_mean = tf.constant(0.0), tf.identity(self.pl_mean)
+        if c.pl_weight > 0:
+            skip = lambda: ([tf.zeros_like(g) for g in grads], pl, pl_mean)  # noqa: E731
+            pl_grads, pl, pl_mean = tf.cond(do_pl, lambda: self._passes["path_length"](batch), skip)
+            grads = [g + p for g, p in zip(grads, pl_grads)]
+        return grads, dict(g_loss=g_loss, pl=pl, g_reg=do_pl), pl_mean, ws_plain
+
+    # The passes of a step (the reference's phases Dmain, Dreg, Gmain, Greg), each compiled on its own
+    # with --xla: a lazy regulariser's tf.cond then chooses between compiled passes instead of
+    # sitting inside one compiled step, where XLA's CPU backend turns every convolution in a branch
+    # into plain loops (30x slower to run, and it doubled the compile time).
+
+    def _d_loss_pass(self, real_images):
+        """D loss gradients. Returns (gradients, d_loss, real_logits, fake_logits, fake_images)."""
+        c = self.config
+        ws, _ = self.sample_ws(real_images.shape[0], SALT_Z_D, SALT_Z2_D, SALT_MIX_D)
+        fake_images = self.generator.synthesis(ws, noise_seed=self._seed(SALT_NOISE_D))
         with tf.GradientTape() as tape:
             real_logits = self.discriminator(self._augment(real_images, SALT_AUG_REAL))
             fake_logits = self.discriminator(self._augment(fake_images, SALT_AUG_FAKE))
@@ -230,53 +266,59 @@ class StyleGAN2(keras.Model):
                 d_loss = self.loss_fns.d_loss(real_logits, fake_logits, drift=c.wgan_drift)
             else:
                 d_loss = self.loss_fns.d_loss(real_logits, fake_logits)
-            r1, gp = zero(), zero()
-            if c.resolved_r1_gamma > 0:
-                r1 = tf.cond(do_reg, lambda: r1_penalty(critic, real_images, d_scale), zero)
-            if self.loss_fns.penalty == "gp":
-                alpha = tf.random.stateless_uniform([batch, 1, 1, 1], self._seed(SALT_GP))
-                gp = tf.cond(do_reg, lambda: gradient_penalty(critic, real_images, fake_images, alpha, d_scale),
-                             zero)
-            reg = (c.resolved_r1_gamma / 2.0 * r1 + c.gp_lambda * gp) * self.d_reg_interval
-            total = (d_loss + reg) * scale * d_scale
+            total = d_loss * self._replica_share() * loss_scale(self.d_optimizer)
         grads = tape.gradient(total, self.discriminator.trainable_variables)
-        logs = dict(d_loss=d_loss, real_logits=ops.mean(real_logits), fake_logits=ops.mean(fake_logits),
-                    r1=r1, gp=gp, d_reg=do_reg)
-        return grads, logs, real_logits
+        return grads, d_loss, real_logits, fake_logits, fake_images
 
-    def _path_length_penalty(self, batch):
+    def _d_penalty_pass(self, real_images, fake_images):
+        """The gradients of the lazy R1 or gradient penalty, times the interval. Returns (gradients, r1, gp)."""
         c = self.config
-        pl_batch = max(batch // c.pl_batch_shrink, 1)
-        ws, _ = self.sample_ws(pl_batch, SALT_PL_Z, SALT_PL_Z2, SALT_PL_MIX)
+        d_scale = loss_scale(self.d_optimizer)
+        critic = lambda x: self.discriminator(self._augment(x, SALT_AUG_REAL))  # noqa: E731
+        r1 = gp = tf.constant(0.0)
         with tf.GradientTape() as tape:
-            tape.watch(ws)
-            images = tf.cast(self.generator.synthesis(ws, noise_seed=self._seed(SALT_PL_NOISE)), tf.float32)
-            res = c.resolution
-            y = replica_normal(images.shape, self._seed(SALT_PL_Y)) / math.sqrt(res * res)
-            out = tf.reduce_sum(images * y)
-        lengths = path_lengths(scaled_gradient(out, ws, tape, loss_scale(self.g_optimizer)))  # [b]
-        pl_mean = self.pl_mean + c.pl_decay * (ops.mean(lengths) - self.pl_mean)
-        penalty = ops.mean(ops.square(lengths - tf.stop_gradient(pl_mean)))
-        return penalty, tf.stop_gradient(pl_mean)
+            if c.resolved_r1_gamma > 0:
+                r1 = r1_penalty(critic, real_images, d_scale)
+            if self.loss_fns.penalty == "gp":
+                alpha = stateless_uniform([real_images.shape[0], 1, 1, 1], self._seed(SALT_GP))
+                gp = gradient_penalty(critic, real_images, fake_images, alpha, d_scale)
+            reg = (c.resolved_r1_gamma / 2.0 * r1 + c.gp_lambda * gp) * self.d_reg_interval
+            total = reg * self._replica_share() * d_scale
+        # The output layer's bias does not move an input gradient: its gradient is zero, not None.
+        return gradients_or_zero(tape, total, self.discriminator.trainable_variables), r1, gp
 
-    def g_gradients(self, batch):
-        """One generator step's gradients: non-saturating/critic G loss on style-mixed latents, plus
-        the lazy path-length penalty where due. Returns (gradients, logs, new pl_mean, plain ws)."""
-        c = self.config
-        scale = 1.0 / tf.distribute.get_strategy().num_replicas_in_sync
-        do_pl = tf.logical_and(tf.equal(self.g_steps % c.g_reg_interval, 0), c.pl_weight > 0)
-        no_pl = lambda: (tf.constant(0.0), tf.identity(self.pl_mean))  # noqa: E731
+    def _g_loss_pass(self, batch):
+        """G loss gradients on style-mixed latents. Returns (gradients, g_loss, unmixed ws)."""
         with tf.GradientTape() as tape:
             ws, ws_plain = self.sample_ws(batch, SALT_Z_G, SALT_Z2_G, SALT_MIX_G)
             fake_images = self.generator.synthesis(ws, noise_seed=self._seed(SALT_NOISE_G))
             fake_logits = self.discriminator(self._augment(fake_images, SALT_AUG_FAKE))
             g_loss = self.loss_fns.g_loss(fake_logits)
-            pl, pl_mean = no_pl()
-            if c.pl_weight > 0:
-                pl, pl_mean = tf.cond(do_pl, lambda: self._path_length_penalty(batch), no_pl)
-            total = (g_loss + c.pl_weight * c.g_reg_interval * pl) * scale * loss_scale(self.g_optimizer)
-        grads = tape.gradient(total, self.generator.trainable_variables)
-        return grads, dict(g_loss=g_loss, pl=pl, g_reg=do_pl), pl_mean, ws_plain
+            total = g_loss * self._replica_share() * loss_scale(self.g_optimizer)
+        return tape.gradient(total, self.generator.trainable_variables), g_loss, ws_plain
+
+    def _path_length_pass(self, batch):
+        """The gradients of the lazy path-length penalty, times its weight and interval.
+        Returns (gradients, penalty, new pl_mean)."""
+        c = self.config
+        g_scale = loss_scale(self.g_optimizer)
+        pl_batch = max(batch // c.pl_batch_shrink, 1)
+        with tf.GradientTape() as outer:
+            ws, _ = self.sample_ws(pl_batch, SALT_PL_Z, SALT_PL_Z2, SALT_PL_MIX)
+            with tf.GradientTape() as tape:
+                tape.watch(ws)
+                images = tf.cast(self.generator.synthesis(ws, noise_seed=self._seed(SALT_PL_NOISE)), tf.float32)
+                res = c.resolution
+                y = replica_normal(images.shape, self._seed(SALT_PL_Y)) / math.sqrt(res * res)
+                out = tf.reduce_sum(images * y)
+            lengths = path_lengths(scaled_gradient(out, ws, tape, g_scale))                      # [b]
+            pl_mean = tf.stop_gradient(self.pl_mean + c.pl_decay * (ops.mean(lengths) - self.pl_mean))
+            penalty = ops.mean(ops.square(lengths - pl_mean))
+            total = penalty * c.pl_weight * c.g_reg_interval * self._replica_share() * g_scale
+        return gradients_or_zero(outer, total, self.generator.trainable_variables), penalty, pl_mean
+
+    def _replica_share(self):
+        return 1.0 / tf.distribute.get_strategy().num_replicas_in_sync
 
     def update_ema(self, global_batch):
         """G_ema <- G + (G_ema - G) * beta, beta = 0.5 ** (batch / half-life in images), with the

@@ -235,6 +235,53 @@ def minibatch_stddev(x, group_size=4, num_features=1, epsilon=1e-8):
     return tf.concat([x, tf.cast(y, dtype)], axis=-1)
 
 
+PHILOX = 1  # tf.random.Algorithm.PHILOX
+
+
+def stateless_bits(shape, seed):
+    """Philox uint32 bits of `shape` from a [2] integer seed, the same compiled by XLA or not.
+
+    The seed's words are the Philox key and the high word of its counter as they are: TensorFlow's
+    own seed scrambling (StatelessRandomGetKeyCounter) differs under XLA for 64-bit seeds. A draw
+    counts up the low word, so seeds that differ in either word never share numbers."""
+    seed = tf.bitcast(tf.cast(seed, tf.int64), tf.uint64)                        # [2]
+    key, counter = seed[:1], tf.stack([tf.constant(0, tf.uint64), seed[1]])
+    return tf.raw_ops.StatelessRandomUniformFullIntV2(shape=shape, key=key, counter=counter, alg=PHILOX,
+                                                      dtype=tf.uint32)
+
+
+def fold_in(seed, data):
+    """The [2] int64 seed of a sub-stream: a 64-bit Philox hash of `seed`, then `data` (an integer).
+    Distinct (seed, data) pairs give distinct seeds but for a 2^-64 hash collision; unlike
+    seed + [0, data], which lands on the stream of seed + [0, data - 1] + [0, 1]."""
+    hashed = tf.bitcast(tf.reshape(stateless_bits([2], seed), [1, 2]), tf.int64)   # [1]
+    return tf.concat([hashed, tf.reshape(tf.cast(data, tf.int64), [1])], axis=0)
+
+
+def stateless_uniform(shape, seed, dtype="float32"):
+    """U[0, 1) from a [2] integer seed, the same numbers whether XLA compiles it or not.
+
+    TensorFlow's own stateless generators turn the same Philox bits into other numbers under XLA,
+    so a compiled step would train on other latents, noise and augmentations than a plain one.
+    The top 23 bits become the mantissa of a float in [1, 2), minus 1: exact either way."""
+    mantissa = tf.bitwise.right_shift(stateless_bits(shape, seed), tf.constant(9, tf.uint32))
+    one_to_two = tf.bitcast(tf.bitwise.bitwise_or(mantissa, tf.constant(0x3F800000, tf.uint32)), tf.float32)
+    return tf.cast(one_to_two - 1.0, dtype)
+
+
+def stateless_normal(shape, seed, dtype="float32"):
+    """N(0, 1) from a [2] integer seed by the Box-Muller transform of `stateless_uniform` pairs: the
+    same numbers compiled by XLA or not, up to the last bits of log, cos and sin."""
+    shape = tf.convert_to_tensor(shape, tf.int32)
+    size = tf.reduce_prod(shape)
+    half = (size + 1) // 2
+    u = stateless_uniform(tf.stack([2, half]), seed)                              # [2, n/2]
+    radius = tf.sqrt(-2.0 * tf.math.log(1.0 - u[0]))                              # 1 - u in (0, 1]
+    angle = 2.0 * math.pi * u[1]
+    normal = tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], axis=0)[:size]
+    return tf.cast(tf.reshape(normal, shape), dtype)
+
+
 def replica_normal(local_shape, seed, dtype="float32"):
     """Stateless N(0, 1) noise for this replica's slice of the global batch.
 
@@ -245,7 +292,7 @@ def replica_normal(local_shape, seed, dtype="float32"):
     ctx = tf.distribute.get_replica_context()
     replicas = ctx.num_replicas_in_sync if ctx is not None else 1
     b = local_shape[0]
-    full = tf.random.stateless_normal([replicas * b, *local_shape[1:]], seed=seed, dtype=dtype)
+    full = stateless_normal([replicas * b, *local_shape[1:]], seed, dtype=dtype)
     if replicas == 1:
         return full
     start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * b
@@ -458,7 +505,7 @@ class NoiseInjection(keras.layers.Layer):
         elif noise_seed is not None:
             shape = (tf.shape(x)[0], x.shape[1], x.shape[2], 1)
             # Folded in, not added: seed + [0, i] would land on another purpose's stream.
-            layer_seed = tf.random.experimental.stateless_fold_in(noise_seed, self.seed or 0)
+            layer_seed = fold_in(noise_seed, self.seed or 0)
             noise = replica_normal(shape, layer_seed, dtype=x.dtype)
         else:
             shape = (ops.shape(x)[0], x.shape[1], x.shape[2], 1)

@@ -9,7 +9,7 @@ import tensorflow as tf
 import gan as gan_module
 import phantom
 import pixels
-from config import Config
+from config import PRESETS, Config
 from gan import NonFiniteLossError, StopOnNonFinite, StyleGAN2, mix_styles, set_precision
 from losses import r1_penalty
 
@@ -137,6 +137,33 @@ def test_training_is_reproducible_from_the_seed():
     np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
+def test_xla_step_equals_the_plain_step():
+    """The quick preset's step compiled by XLA (one compiled pass each for D loss, R1, G loss and path
+    length) trains like the plain step: one step with both lazy regularisers, one without."""
+    config = PRESETS["quick"].replace(batch_size=4)
+    reals = tf.random.stateless_uniform([4, 32, 32, 1], seed=[0, 1], minval=-1, maxval=1)
+    plain, compiled = StyleGAN2(config), StyleGAN2(config.replace(xla=True))
+    for source, net in zip([plain.generator, plain.discriminator, plain.generator_ema],
+                           [compiled.generator, compiled.discriminator, compiled.generator_ema]):
+        net.set_weights(source.get_weights())
+    initial = [tf.identity(w) for w in plain.weights]
+    results = []
+    for gan in (plain, compiled):
+        # SGD moves each weight by lr x its gradient; Adam would turn a gradient of round-off size
+        # (XLA's CPU reductions are not even deterministic) into a whole step of either sign.
+        gan.compile(g_optimizer=keras.optimizers.SGD(0.01), d_optimizer=keras.optimizers.SGD(0.01))
+        step = tf.function(gan.train_logs)
+        logs = [{k: float(v) for k, v in step(reals).items()} for _ in range(2)]
+        results.append((logs, [w.numpy() for w in gan.weights]))
+    assert [(logs["d_reg"], logs["g_reg"]) for logs in results[0][0]] == [(1, 1), (0, 0)]
+    for plain_logs, xla_logs in zip(results[0][0], results[1][0]):
+        for name, value in plain_logs.items():
+            np.testing.assert_allclose(xla_logs[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
+    moved = max(np.abs(a - b).max() for a, b in zip(results[0][1], [w.numpy() for w in initial]))
+    for plain_weight, xla_weight in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(xla_weight, plain_weight, atol=1e-3 * moved)
+
+
 def test_non_finite_loss_stops_with_the_step():
     gan = make_gan()
     gan.compile(run_eagerly=True)   # the callback is under test here, not the compiled step
@@ -158,7 +185,9 @@ def test_fit_runs_the_compiled_step_and_reports_metrics():
 def test_mirrored_strategy_matches_one_device(mirrored):
     """Two logical CPUs with the global batch split in two give the single-device losses and weights."""
     batches = [real_batch(8, seed=i) for i in range(3)]
-    config = dict(batch_size=8, mbstd_group_size=2, d_reg_interval=2, g_reg_interval=2)
+    # Adam's epsilon at 1e-4, not 1e-8: a gradient of ~1e-8 whose round-off differs between one device
+    # and two would otherwise become whole steps of opposite sign.
+    config = dict(batch_size=8, mbstd_group_size=2, d_reg_interval=2, g_reg_interval=2, epsilon=1e-4)
 
     def run(strategy):
         with strategy.scope():
@@ -177,7 +206,7 @@ def test_mirrored_strategy_matches_one_device(mirrored):
     two_losses, two_weights = run(mirrored)
     np.testing.assert_allclose(two_losses, one_losses, rtol=1e-4, atol=1e-5)
     for a, b in zip(one_weights, two_weights):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-4)  # Adam magnifies float round-off
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-4)
 
 
 @pytest.mark.parametrize("loss", ["logistic", "bce", "hinge", "wgan-gp"])

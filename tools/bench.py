@@ -5,6 +5,7 @@
     python tools/bench.py --resolutions 64 --precisions float32,bfloat16 --variants nonfused,fused --xla
     python tools/bench.py --ceiling --precisions float32,bfloat16,float16   # what a plain conv reaches here
     python tools/bench.py --resolutions 64 --variants nonfused --fit 1,4    # fit() with 1 and 4 steps per execution
+    python tools/bench.py --preset quick --resolutions 32 --variants nonfused --train --xla  # XLA compile time
 
 The first record says which of the CPU's bf16/fp16 units oneDNN can use (AMX or only AVX-512),
 and `--ceiling` measures a plain 3x3 convolution at the reference's busiest shape in each precision:
@@ -91,9 +92,9 @@ def fit_images_per_s(config, steps_per_execution, seconds):
     return rate
 
 
-def bench(resolution, precision, fused, xla, batch, seconds, train):
-    config = PRESETS["reference"].replace(resolution=resolution, precision=precision, fused_modconv=fused,
-                                          xla=xla, batch_size=batch)
+def bench(preset, resolution, precision, fused, xla, batch, seconds, train):
+    config = PRESETS[preset].replace(resolution=resolution, precision=precision, fused_modconv=fused,
+                                       xla=xla, batch_size=batch)
     gan = build_gan(config)
     g, d = gan.generator, gan.discriminator
     z = tf.random.stateless_normal([batch, config.z_dim], seed=[0, 0])
@@ -107,7 +108,7 @@ def bench(resolution, precision, fused, xla, batch, seconds, train):
             loss = tf.reduce_mean(d(g(z))) - tf.reduce_mean(d(reals))
         return tape.gradient(loss, g.trainable_variables + d.trainable_variables)
 
-    record = dict(resolution=resolution, precision=precision, modconv="fused" if fused else "nonfused",
+    record = dict(preset=preset, resolution=resolution, precision=precision, modconv="fused" if fused else "nonfused",
                   xla=xla, batch=batch)
     start = time.perf_counter()
     generate(z).numpy()
@@ -116,13 +117,15 @@ def bench(resolution, precision, fused, xla, batch, seconds, train):
     record["g_d_fwd_bwd_images_per_s"] = round(
         batch * timed(lambda: tf.nest.map_structure(lambda t: t.numpy(), forward_backward(z, reals)[:1]), seconds), 2)
     if train:
-        step = tf.function(gan.train_logs, jit_compile=xla)
+        step = tf.function(gan.train_logs)             # with xla its passes are compiled (StyleGAN2._passes)
         # One timed call covers lcm(16, 4) = 16 steps so every lazy regulariser runs its share.
         def sixteen_steps():
             for _ in range(16):
                 logs = step(reals)
             return float(logs["d_loss"])
-        step(reals)                                    # trace (both branches of each lazy regulariser)
+        start = time.perf_counter()
+        step(reals)                                    # trace and compile every pass: step 0 regularises both
+        record["train_first_call_s"] = round(time.perf_counter() - start, 1)
         record["train_images_per_s"] = round(16 * batch * timed(sixteen_steps, seconds, min_calls=1, warmup=0), 2)
     record["pipeline_images_per_s"] = bench_data.bench_pipeline(resolution, batch, seconds=1.0)["images_per_s"]
     record["peak_rss_mb"] = round(peak_rss_mb())
@@ -132,6 +135,8 @@ def bench(resolution, precision, fused, xla, batch, seconds, train):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="reference", choices=sorted(PRESETS),
+                        help="the networks to measure (their resolution is replaced by --resolutions)")
     parser.add_argument("--resolutions", default="64,128", help="comma-separated resolutions")
     parser.add_argument("--precisions", default="float32", help="float32, bfloat16, float16 (comma-separated)")
     parser.add_argument("--variants", default="nonfused,fused", help="modulated conv variants: nonfused, fused")
@@ -158,7 +163,7 @@ def main():
         for precision in args.precisions.split(","):
             for variant in args.variants.split(","):
                 for xla in ([False, True] if args.xla else [False]):
-                    record = bench(resolution, precision, variant == "fused", xla, args.batch, args.seconds,
+                    record = bench(args.preset, resolution, precision, variant == "fused", xla, args.batch, args.seconds,
                                    args.train)
                     if "train_images_per_s" in record and precision in ceilings:
                         record["fraction_of_ceiling"] = round(
