@@ -230,7 +230,8 @@ class StyleGAN2(keras.Model):
         if c.resolved_r1_gamma > 0 or self.loss_fns.penalty == "gp":
             skip = lambda: ([tf.zeros_like(g) for g in grads], r1, gp)  # noqa: E731
             penalty = lambda: self._passes["d_penalty"](real_images, fake_images)  # noqa: E731
-            reg_grads, r1, gp = tf.cond(do_reg, penalty, skip)
+            with tf.control_dependencies(grads):       # one pass after the other: half the peak memory
+                reg_grads, r1, gp = tf.cond(do_reg, penalty, skip)
             grads = [g + r for g, r in zip(grads, reg_grads)]
         logs = dict(d_loss=d_loss, real_logits=ops.mean(real_logits), fake_logits=ops.mean(fake_logits),
                     r1=r1, gp=gp, d_reg=do_reg)
@@ -245,7 +246,8 @@ class StyleGAN2(keras.Model):
         pl, pl_mean = tf.constant(0.0), tf.identity(self.pl_mean)
         if c.pl_weight > 0:
             skip = lambda: ([tf.zeros_like(g) for g in grads], pl, pl_mean)  # noqa: E731
-            pl_grads, pl, pl_mean = tf.cond(do_pl, lambda: self._passes["path_length"](batch), skip)
+            with tf.control_dependencies(grads):
+                pl_grads, pl, pl_mean = tf.cond(do_pl, lambda: self._passes["path_length"](batch), skip)
             grads = [g + p for g, p in zip(grads, pl_grads)]
         return grads, dict(g_loss=g_loss, pl=pl, g_reg=do_pl), pl_mean, ws_plain
 
