@@ -243,7 +243,8 @@ def stateless_bits(shape, seed):
 
     The seed's words are the Philox key and the high word of its counter as they are: TensorFlow's
     own seed scrambling (StatelessRandomGetKeyCounter) differs under XLA for 64-bit seeds. A draw
-    counts up the low word, so seeds that differ in either word never share numbers."""
+    counts up the low word: seeds that differ in the first word use independent keys, seeds that
+    differ in the second use disjoint counter ranges."""
     seed = tf.bitcast(tf.cast(seed, tf.int64), tf.uint64)                        # [2]
     key, counter = seed[:1], tf.stack([tf.constant(0, tf.uint64), seed[1]])
     return tf.raw_ops.StatelessRandomUniformFullIntV2(shape=shape, key=key, counter=counter, alg=PHILOX,
@@ -252,8 +253,8 @@ def stateless_bits(shape, seed):
 
 def fold_in(seed, data):
     """The [2] int64 seed of a sub-stream: a 64-bit Philox hash of `seed`, then `data` (an integer).
-    Distinct (seed, data) pairs give distinct seeds but for a 2^-64 hash collision; unlike
-    seed + [0, data], which lands on the stream of seed + [0, data - 1] + [0, 1]."""
+    Distinct (seed, data) pairs give distinct seeds, barring a 2^-64 hash collision; sums such as
+    seed + [0, data] collide (seed + [0, 1] with data 0 is seed with data 1)."""
     hashed = tf.bitcast(tf.reshape(stateless_bits([2], seed), [1, 2]), tf.int64)   # [1]
     return tf.concat([hashed, tf.reshape(tf.cast(data, tf.int64), [1])], axis=0)
 
