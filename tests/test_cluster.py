@@ -56,7 +56,10 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(tmp_path):
     assert together.keys() == alone.keys()
     networks = [k for k in alone if "optimizer" not in k]
     for name in networks:
-        np.testing.assert_allclose(together[name], alone[name], rtol=1e-3, atol=2e-4, err_msg=name)
+        # Two workers sum gradients in another order than one process, and Adam (beta1 0) turns the
+        # round-off of a gradient near zero into up to a whole step (lr 0.0025) of either sign: seen
+        # up to 7.5e-4 after these 4 steps (4.2e-4 before the step was split into passes).
+        np.testing.assert_allclose(together[name], alone[name], rtol=1e-3, atol=1.5e-3, err_msg=name)
 
     result = run(shared, "--load=weights", "--kimg=0.048")                # the run resumes on one process
     assert "resumed ckpt-4 at 32 images" in result.stderr
