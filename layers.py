@@ -235,9 +235,6 @@ def minibatch_stddev(x, group_size=4, num_features=1, epsilon=1e-8):
     return tf.concat([x, tf.cast(y, dtype)], axis=-1)
 
 
-PHILOX = 1  # tf.random.Algorithm.PHILOX
-
-
 def stateless_bits(shape, seed):
     """Philox uint32 bits of `shape` from a [2] integer seed, the same compiled by XLA or not.
 
@@ -247,7 +244,8 @@ def stateless_bits(shape, seed):
     differ in the second use disjoint counter ranges."""
     seed = tf.bitcast(tf.cast(seed, tf.int64), tf.uint64)                        # [2]
     key, counter = seed[:1], tf.stack([tf.constant(0, tf.uint64), seed[1]])
-    return tf.raw_ops.StatelessRandomUniformFullIntV2(shape=shape, key=key, counter=counter, alg=PHILOX,
+    return tf.raw_ops.StatelessRandomUniformFullIntV2(shape=shape, key=key, counter=counter,
+                                                      alg=tf.random.Algorithm.PHILOX.value,
                                                       dtype=tf.uint32)
 
 
