@@ -22,6 +22,7 @@ class Config:
     # Data.
     resolution: int = tunable(64, "Training resolution in pixels (a power of two, 8-1024).", "data")
     channels: int = 1                  # image channels; 1 = grayscale MRI
+    c_dim: int = 0                     # label length of a conditional run (labels.py; set from --condition)
     mirror: bool = tunable(True, "Flip each real slice left-right with probability 1/2 (brains are nearly "
                            "symmetric; --nomirror for data where left and right differ).", "data")
     # Networks.
@@ -147,7 +148,7 @@ TUNABLES = [f for f in dataclasses.fields(Config) if "help" in f.metadata]      
 CHOICES = {f.name: f.metadata["choices"] for f in TUNABLES if f.metadata["choices"]}
 
 # What a configuration saved before these fields existed meant by leaving them out.
-BEFORE_FIELD = {"const_std": 0.05, "d_downsample": "decimate", "mirror": True}
+BEFORE_FIELD = {"const_std": 0.05, "d_downsample": "decimate", "mirror": True, "c_dim": 0}
 
 PRESETS = {
     # The plain `python driver.py` run: about 11 minutes on 2 CPU cores, recognisable heads.

@@ -61,7 +61,7 @@ EMPTY_SLICE_FRACTION = 0.01            # ... and a slice with fewer than 1% tiss
 DECODE_WORKERS = 4                     # decoding threads: Pillow and zlib release the GIL; 4 beat 1 and 2
                                        # by 1.3-2x on 2 shared cores (python tools/bench_data.py --decode DIR)
 PROGRESS_SECONDS = 5.0                 # log decoding progress this often
-CACHE_PATTERN = re.compile(r"^(slices|synthetic)-[0-9a-f]{20}\.npy(\.tmp\d+|\.tmp-\d+-[0-9a-f]{8})?$")  # and older temps
+CACHE_PATTERN = re.compile(r"^(slices|synthetic)-[0-9a-f]{20}\.(npy|counts\.json)(\.tmp\d+|\.tmp-\d+-[0-9a-f]{8})?$")
 SUBJECT_PATTERNS = (re.compile(r"^case_([^_]+)_"), re.compile(r"^OAS\d_(\d+)_"), re.compile(r"^OASIS_(\d+)_"))
 _SPLIT_FOLDER = re.compile(r"(?:^|[_\-])(train|validate|test)$")
 
@@ -79,9 +79,11 @@ class _Unreadable(Exception):
 # ---------------------------------------------------------------------------------------------
 
 def load_slices(data_dir, resolution, cache_dir, splits=("train",), channels=1, seed=0,
-                exclude_subjects=(), subjects=None):
+                exclude_subjects=(), subjects=None, with_sources=False):
     """All usable slices under `data_dir` (or the synthetic phantom when it is None), fitted to
-    `resolution` and cached in `cache_dir` (None: no cache). Returns uint8 [N, resolution, resolution, channels].
+    `resolution` and cached in `cache_dir` (None: no cache). Returns uint8 [N, resolution, resolution, channels],
+    and with `with_sources` also where each slice came from: [(path, index in its file, slices in its
+    file)] (labels.py reads slice levels and subjects from them; the phantom has none).
 
     `splits` picks COMP3710 split folders ("train", "validate", "test" or "all"); `exclude_subjects`
     drops, and `subjects` keeps only, files named like `case_<id>_...` (also `OAS1_<id>_...`, `OASIS_<id>_...`;
@@ -91,6 +93,9 @@ def load_slices(data_dir, resolution, cache_dir, splits=("train",), channels=1, 
     if resolution < 1 or channels not in (1, 3):
         raise ValueError(f"resolution must be positive and channels 1 or 3, got {resolution} and {channels}")
     if data_dir is None:
+        if with_sources:
+            raise DataError("the built-in synthetic slices have no subjects or slice levels to condition on; give "
+                            "--data_dir with real slices (named like case_<id>_slice_<n>.png) or volumes")
         return _tile_channels(_load_synthetic(resolution, cache_dir, seed, exclude_subjects, subjects), channels)
 
     splits = check_splits(splits)
@@ -100,22 +105,27 @@ def load_slices(data_dir, resolution, cache_dir, splits=("train",), channels=1, 
     key = cache_key(files, resolution=resolution, splits=splits, exclude_subjects=sorted(map(str, exclude_subjects)),
                     subjects=None if subjects is None else sorted(map(str, subjects)))
     path = None if cache_dir is None else os.path.join(cache_dir, f"slices-{key}.npy")
-    slices = read_cache(path, resolution)
-    if slices is not None:
+    slices, counts = read_cache(path, resolution), read_counts(path, files)
+    if slices is not None and (counts is not None or not with_sources):
         logging.info("data: cache hit, %d slices at %dx%d from %s", len(slices), resolution, resolution, path)
     else:
         logging.info("data: %s, decoding %d files from %s at %dx%d",
                      "no cache" if path is None else "cache miss", len(files), data_dir, resolution, resolution)
-        slices = decode_files(files, resolution, data_dir)
+        slices, counts = decode_counted(files, resolution, data_dir)
         if path is not None:
-            write_cache(path, slices)
-    return _tile_channels(slices, channels)
+            write_cache(path, slices, counts)
+    if not with_sources:
+        return _tile_channels(slices, channels)
+    sources = [(f, i, k) for f, k in zip(files, counts) for i in range(k)]
+    return _tile_channels(slices, channels), sources
 
 
-def make_dataset(images, batch_size, seed=0, channels=1, mirror=True):
+def make_dataset(images, batch_size, seed=0, channels=1, mirror=True, labels=None):
     """Endless stream of float32 batches [batch_size, R, R, channels] in [-1, 1] from uint8 `images`
     [N, R, R, C]: every epoch a fresh permutation, with `mirror` each image flipped left-right with
     probability 1/2 (brains are roughly symmetric), batches of exactly `batch_size`, prefetched.
+    With `labels` (float32 [N, c_dim], labels.py) each element is (images, their labels, labels for
+    the generator): the latter drawn from all N at random, as the reference draws its fakes' labels.
 
     The order and the flips are a pure function of (`seed`, position in the stream), computed with
     stateless random ops, so `make_dataset(...).skip(k)` yields exactly what an uninterrupted run saw
@@ -126,6 +136,10 @@ def make_dataset(images, batch_size, seed=0, channels=1, mirror=True):
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     n = images.shape[0]
+    if labels is not None:
+        label_table = tf.constant(np.asarray(labels, np.float32))              # [N, c_dim]
+        if label_table.shape[0] != n:
+            raise ValueError(f"{label_table.shape[0]} label vectors for {n} images")
 
     def epoch_indices(epoch):                    # a permutation of 0..N-1 fixed by (seed, epoch)
         order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=[seed, 2 * epoch])
@@ -133,10 +147,15 @@ def make_dataset(images, batch_size, seed=0, channels=1, mirror=True):
 
     def make_batch(step, index, pool):
         x = pixels.to_unit_range(tf.gather(pool, index))                        # [B, R, R, C]
-        if not mirror:
+        if mirror:
+            flip = tf.random.stateless_uniform([batch_size], seed=[seed, 2 * step + 1]) < 0.5
+            x = tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
+        if labels is None:
             return x
-        flip = tf.random.stateless_uniform([batch_size], seed=[seed, 2 * step + 1]) < 0.5
-        return tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
+        # Negative counters: a stream of its own beside the permutations' and flips' (both >= 0).
+        drawn = tf.random.stateless_uniform([batch_size], seed=tf.stack([tf.constant(seed, tf.int64), -1 - step]),
+                                            maxval=n, dtype=tf.int64)
+        return x, tf.gather(label_table, index), tf.gather(label_table, drawn)   # [B, R, R, C], [B, c] x2
 
     indices = tf.data.Dataset.counter().flat_map(epoch_indices).batch(batch_size, drop_remainder=True)
     # The images travel as one dataset element instead of a constant captured by the map function,
@@ -431,6 +450,11 @@ def decode_file(path, resolution):
 def decode_files(files, resolution, data_dir="", workers=DECODE_WORKERS):
     """Decode every file (threads, order kept) with progress; unreadable files are skipped, counted
     and named in a warning. Returns uint8 [N, resolution, resolution, 1]."""
+    return decode_counted(files, resolution, data_dir, workers)[0]
+
+
+def decode_counted(files, resolution, data_dir="", workers=DECODE_WORKERS):
+    """`decode_files`, and how many slices each file gave (0 for an unreadable one)."""
     decode = decode_file                       # looked up now, so tests can replace it
 
     def attempt(path):
@@ -440,13 +464,14 @@ def decode_files(files, resolution, data_dir="", workers=DECODE_WORKERS):
             return None, f"{os.path.basename(path)}: {e}"
 
     progress = _Progress(len(files))
-    slices, problems = [], []
+    slices, problems, counts = [], [], []
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
         for result, problem in pool.map(attempt, files):
             if problem:
                 problems.append(problem)
             else:
                 slices.append(result)
+            counts.append(0 if problem else len(result))
             progress.update()
     progress.done(sum(len(s) for s in slices))
     if not slices:
@@ -455,7 +480,7 @@ def decode_files(files, resolution, data_dir="", workers=DECODE_WORKERS):
     if problems:
         logging.warning("data: skipped %d of %d files that cannot be used, e.g. %s", len(problems), len(files),
                         "; ".join(problems[:2]))
-    return np.concatenate(slices)[..., None]                                  # [N, R, R, 1]
+    return np.concatenate(slices)[..., None], counts                          # [N, R, R, 1]
 
 
 class _Progress:
@@ -520,12 +545,32 @@ def read_cache(path, resolution):
     return slices
 
 
-def write_cache(path, slices):
-    """Write atomically (atomic.staged); a cache that cannot be written is a warning, not an error."""
+def counts_path(path):
+    """Beside a cache of slices, how many slices each of its files gave: `<cache>.counts.json`."""
+    return path[:-len(".npy")] + ".counts.json"
+
+
+def read_counts(path, files):
+    """The per-file slice counts cached beside `path`, or None when absent or not for `files`."""
+    if path is None or not os.path.isfile(counts_path(path)):
+        return None
+    try:
+        with open(counts_path(path)) as f:
+            counts = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return counts if isinstance(counts, list) and len(counts) == len(files) else None
+
+
+def write_cache(path, slices, counts=None):
+    """Write atomically (atomic.staged), with the per-file `counts` beside it; a cache that cannot
+    be written is a warning, not an error."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     try:
         with atomic.staged(path) as tmp, open(tmp, "wb") as f:
             np.save(f, slices)
+        if counts is not None:
+            atomic.write_json(counts_path(path), [int(k) for k in counts])
     except OSError as e:
         logging.warning("data: could not write the cache %s (%s); continuing without it", path, e)
         return

@@ -8,6 +8,8 @@
     python driver.py --dry_run --data_dir DATA        # settings, data, sizes and speed; writes nothing
     python driver.py --init_from OLD_RUN --data_dir NEW_DATA --output_dir NEW_RUN   # fine-tune
     python driver.py --mode generate --seeds 0-35 --psi 0.7
+    python driver.py --data_dir DATA --condition slice,age,sex --labels oasis1_demographics.csv   # conditional
+    python driver.py --mode generate --condition slice=0.5,age=80,sex=F --sweep age
     python driver.py --mode export                    # EMA generator as a .keras file
     python driver.py --mode evaluate                  # quality metrics against real slices
     python driver.py --mode project --target slice.png  # find a slice in latent space, with an anomaly map
@@ -58,6 +60,7 @@ from absl import app, flags, logging  # noqa: E402
 import config as config_module  # noqa: E402
 import data  # noqa: E402
 import evaluation  # noqa: E402
+import labels  # noqa: E402
 import projection  # noqa: E402
 import runs  # noqa: E402
 import sampling  # noqa: E402
@@ -130,6 +133,20 @@ flags.DEFINE_integer("keep_checkpoints", 3, "How many recent checkpoints to keep
 flags.DEFINE_integer("steps_per_execution", 1, "train: training steps per call into TensorFlow (Keras "
                      "steps_per_execution). Larger values launch a GPU less often; the weights come out bit for bit "
                      "the same. Ticks and --kimg are rounded up to whole executions.", lower_bound=1)
+# Conditioning (see README, "Conditional generation").
+flags.DEFINE_string("condition", None, "train: the labels of a conditional model, comma-separated: slice (the "
+                    "slice's level in its subject, 0 lowest to 1 highest, from names ..._slice_<n> or a volume's "
+                    "order) and columns of --labels (age, sex, cdr, mmse, ...). generate: the label values of the "
+                    "images, name=value in the user's units, e.g. slice=0.5,age=80,sex=F.")
+flags.DEFINE_string("labels", None, "train: a CSV of subject covariates for --condition, one row per subject id "
+                    "(column ID: OAS1_0037_MR1 or 0037, matched to case_0037_... names), e.g. "
+                    "oasis1_demographics.csv. Numeric columns are standardised, others one-hot.")
+flags.DEFINE_enum("labels_missing", "error", list(labels.MISSING_POLICIES), "train: a training subject without a "
+                  "value in --labels: error (name them) or drop (train without their slices).")
+flags.DEFINE_string("sweep", None, "generate: with a conditional model, also write sweep_<label>.png: this label "
+                    "swept across the training range (each category) in --sweep_steps columns, one fixed seed per "
+                    "row; the other labels from --condition.")
+flags.DEFINE_integer("sweep_steps", 8, "generate: columns of a --sweep of a numeric label.", lower_bound=2)
 # Generation and evaluation.
 flags.DEFINE_integer("num_images", 16, "generate: how many images; evaluate: how many generated images "
                      "(default: as many as the real reference set).", lower_bound=1)
@@ -205,7 +222,8 @@ HELP_GROUPS = {
     "objective": [],
     "run": ["output_dir", "strategy", "tick_kimg", "keep_checkpoints", "steps_per_execution"],
     "generation": ["checkpoint", "exported", "seeds", "first_seed", "num_images", "psi", "truncation_cutoff",
-                   "noise_mode", "mix_rows", "mix_cols", "mix_layers", "outdir", "projected_w"],
+                   "noise_mode", "mix_rows", "mix_cols", "mix_layers", "outdir", "projected_w", "sweep", "sweep_steps"],
+    "conditioning": ["condition", "labels", "labels_missing"],
     "evaluation": ["eval_kimg", "eval_metrics", "eval_images", "eval_dir", "eval_splits", "eval_subjects", "metrics",
                    "inception_weights"],
     "projection": ["target", "target_dir", "project_space", "project_steps", "project_batch", "project_distance",
@@ -272,7 +290,9 @@ def run_options():
         progress=sys.stderr.isatty(), eval_kimg=FLAGS.eval_kimg, eval_dir=FLAGS.eval_dir,
         eval_splits=tuple(FLAGS.eval_splits), eval_subjects=tuple(FLAGS.eval_subjects or FLAGS.exclude_subjects),
         eval_images=FLAGS.eval_images, eval_metrics=eval_metrics, inception_weights=FLAGS.inception_weights,
-        init_from=FLAGS.init_from, steps_per_execution=FLAGS.steps_per_execution)
+        init_from=FLAGS.init_from, steps_per_execution=FLAGS.steps_per_execution,
+        condition=tuple(labels.parse_names(FLAGS.condition)) if FLAGS.mode == "train" else (),
+        labels=FLAGS.labels, labels_missing=FLAGS.labels_missing)
 
 
 def train():
@@ -320,10 +340,25 @@ def dry_run(config, typed, options):
 
 
 def load_generator():
+    """The generator to render with, and its label definition (None: unconditional)."""
     if FLAGS.exported:
-        return sampling.load_exported(FLAGS.exported)
+        g = sampling.load_exported(FLAGS.exported)
+        return g, sampling.label_spec(g, sampling.exported_labels_path(FLAGS.exported))
     gan, _ = runs.load_for_inference(runs.Paths(FLAGS.output_dir), FLAGS.checkpoint)
-    return gan.generator_ema
+    return gan.generator_ema, sampling.label_spec(gan.generator_ema, runs.Paths(FLAGS.output_dir).labels_file)
+
+
+def requested_label(spec):
+    """The --condition values of a generation: (label vector or None, {name: value})."""
+    if spec is None:
+        if FLAGS.condition or FLAGS.sweep:
+            raise labels.LabelError("this generator is unconditional: leave out --condition and --sweep")
+        return None, {}
+    values = labels.parse_request(spec, FLAGS.condition, optional=[FLAGS.sweep] if FLAGS.sweep else [])
+    if FLAGS.sweep and FLAGS.sweep not in values:                  # the sweep's first value stands in for it
+        values[labels.find_column(spec, FLAGS.sweep).name] = labels.sweep_values(
+            labels.find_column(spec, FLAGS.sweep), FLAGS.sweep_steps)[0]
+    return labels.encode_values(spec, values), values
 
 
 def generate_images():
@@ -341,22 +376,31 @@ def generate_images():
     rows = sampling.parse_ranges(FLAGS.mix_rows, "--mix_rows") if FLAGS.mix_rows else seeds[:5]
     cols = sampling.parse_ranges(FLAGS.mix_cols, "--mix_cols") if FLAGS.mix_cols else seeds[5:11] or seeds[:5]
     layers = sampling.parse_ranges(FLAGS.mix_layers, "--mix_layers")
-    g = load_generator()
-    truncation = {"psi": FLAGS.psi, "truncation_cutoff": FLAGS.truncation_cutoff}
+    g, spec = load_generator()
+    c, values = requested_label(spec)
+    truncation = {"psi": FLAGS.psi, "truncation_cutoff": FLAGS.truncation_cutoff, "c": c}
     sampling.write_images(out, g, seeds, noise_mode=FLAGS.noise_mode, **truncation)
     grid = sampling.style_mixing_grid(g, rows, cols, layers, noise_mode=FLAGS.noise_mode, **truncation)
     visualize.save_grid(os.path.join(out, "style_mixing.png"), grid, columns=len(cols) + 1)
+    if FLAGS.sweep:
+        sweep, swept = sampling.sweep_grid(g, spec, seeds[:8], values, FLAGS.sweep, FLAGS.sweep_steps, FLAGS.psi,
+                                           FLAGS.noise_mode)
+        path = os.path.join(out, f"sweep_{FLAGS.sweep.lower()}.png")
+        visualize.save_grid(path, sweep, columns=len(swept))
+        logging.info("wrote %s: %s = %s across, seeds %s down", path, FLAGS.sweep,
+                     ", ".join(f"{v:g}" if isinstance(v, float) else v for v in swept), seeds[:8])
     frames = sampling.interpolation(g, (seeds * 2)[:4], **truncation)
     visualize.save_grid(os.path.join(out, "interpolation.png"), frames[::3], columns=len(frames[::3]))
     visualize.save_gif(os.path.join(out, "interpolation.gif"), frames)
-    logging.info("wrote %d images (seeds %s, psi %.2f), grid.png, style_mixing.png (rows %s, columns %s, layers "
+    logging.info("wrote %d images (seeds %s, psi %.2f%s), grid.png, style_mixing.png (rows %s, columns %s, layers "
                  "%s) and interpolation.gif to %s", len(seeds), FLAGS.seeds or f"{seeds[0]}-{seeds[-1]}", FLAGS.psi,
-                 rows, cols, layers, out)
+                 "".join(f", {k} {v}" for k, v in values.items()), rows, cols, layers, out)
 
 
 def export():
-    gan, _ = runs.load_for_inference(runs.Paths(FLAGS.output_dir), FLAGS.checkpoint)
-    path = sampling.export(gan.generator_ema, runs.Paths(FLAGS.output_dir).exports)
+    paths = runs.Paths(FLAGS.output_dir)
+    gan, _ = runs.load_for_inference(paths, FLAGS.checkpoint)
+    path = sampling.export(gan.generator_ema, paths.exports, sampling.label_spec(gan.generator_ema, paths.labels_file))
     logging.info("exported the EMA generator to %s; load it with keras.models.load_model after `import generator`", path)
 
 

@@ -19,6 +19,7 @@ from absl import logging
 
 import atomic
 import data
+import labels
 import metrics
 import pixels
 import runs
@@ -152,10 +153,21 @@ def reference_parts(data_dir, splits=("train",), eval_dir=None, eval_splits=("va
     return parts or [(folder, tuple(eval_splits), None)]
 
 
-def load_reference(parts, resolution, cache_dir, channels=1):
-    """The real slices of every (folder, splits, subjects) part, together: uint8 [N, R, R, C]."""
-    return np.concatenate([data.load_slices(folder, resolution, cache_dir, splits=splits, channels=channels,
-                                            subjects=subjects) for folder, splits, subjects in parts])
+def load_reference(parts, resolution, cache_dir, channels=1, spec=None):
+    """The real slices of every (folder, splits, subjects) part, together: uint8 [N, R, R, C]. With a
+    label definition `spec` (a conditional model), also their labels [N, c_dim]: (images, labels),
+    without the slices that have no label (labels.encode_sources)."""
+    if spec is None:
+        return np.concatenate([data.load_slices(folder, resolution, cache_dir, splits=splits, channels=channels,
+                                                subjects=subjects) for folder, splits, subjects in parts])
+    images, sources = [], []
+    for folder, splits, subjects in parts:
+        part, part_sources = data.load_slices(folder, resolution, cache_dir, splits=splits, channels=channels,
+                                              subjects=subjects, with_sources=True)
+        images.append(part)
+        sources += part_sources
+    c, keep = labels.encode_sources(spec, sources)
+    return np.concatenate(images)[keep], c[keep]
 
 
 def evaluate_run(paths, reference, num_images=None, seed=0, inception_weights=None, checkpoint="auto",
@@ -166,7 +178,8 @@ def evaluate_run(paths, reference, num_images=None, seed=0, inception_weights=No
     reference: [(folder, splits, subjects)] to compare with (`reference_parts`; folder None: the
     built-in synthetic slices), loaded at the generator's resolution. num_images: generated images
     (seeds 0..num_images-1, random per-layer noise as in training); default as many as the
-    reference has, at least 256. inception_weights: a local InceptionV3 notop .h5 file for offline
+    reference has, at least 256; a conditional generator's labels are drawn from the reference slices'
+    (labels.draw). inception_weights: a local InceptionV3 notop .h5 file for offline
     use; default Keras's ImageNet download. names: the metrics (default `offline_metrics`).
     Writes `report_<images seen, 8 digits>.json` (`report_exported.json`) and `latest.json` to
     `paths.evaluation`, and for a checkpoint of a run trained with periodic SWD `swd_curve.png`;
@@ -178,14 +191,23 @@ def evaluate_run(paths, reference, num_images=None, seed=0, inception_weights=No
     else:
         gan, _ = runs.load_for_inference(paths, checkpoint)
         g, images_seen = gan.generator_ema, int(gan.images_seen.numpy())
-    reals = pixels.to_unit_range(load_reference(reference, g.resolution, paths.cache, g.channels))
+    # A conditional generator draws its labels from the reference slices' own.
+    spec = sampling.label_spec(g, sampling.exported_labels_path(exported) if exported else paths.labels_file)
+    if spec is None:
+        reals, real_c = load_reference(reference, g.resolution, paths.cache, g.channels), None
+    else:
+        reals, real_c = load_reference(reference, g.resolution, paths.cache, g.channels, spec)
+    reals = pixels.to_unit_range(reals)
     count = num_images or max(len(reals), MIN_IMAGES)
+    fake_c = labels.draw(real_c, count, seed)
     logging.info("evaluating %s: %d generated against %d real %dx%d slices (%s)",
                  exported or f"the checkpoint at {images_seen / 1000:g} kimg", count, len(reals), g.resolution,
                  g.resolution, ", ".join(names))
     generated = []
     for start in range(0, count, 256):
-        generated.append(sampling.synthesize(g, range(start, min(start + 256, count)), noise_mode="random"))
+        stop = min(start + 256, count)
+        generated.append(sampling.synthesize(g, range(start, stop), noise_mode="random",
+                                             c=None if fake_c is None else fake_c[start:stop]))
         logging.info("generated %d/%d images", start + len(generated[-1]), count)
     generated = np.concatenate(generated)                                        # [count, R, R, C]
     feature_fn = functools.partial(metrics.inception_features, weights=inception_weights or "imagenet")

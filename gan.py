@@ -46,11 +46,11 @@ def make_networks(config):
     g = Generator(resolution=c.resolution, channels=c.channels, z_dim=c.z_dim, w_dim=c.w_dim,
                   mapping_layers=c.mapping_layers, channel_base=c.channel_base, channel_max=c.channel_max,
                   fused=c.fused_modconv, seed=c.seed, const_std=c.const_std, fp16_resolutions=c.half_resolutions,
-                  conv_clamp=c.conv_clamp, name="generator")
+                  conv_clamp=c.conv_clamp, c_dim=c.c_dim, name="generator")
     d = Discriminator(resolution=c.resolution, channels=c.channels, channel_base=c.channel_base,
                       channel_max=c.channel_max, mbstd_group_size=c.mbstd_group_size,
                       down_mode=c.d_downsample, fp16_resolutions=c.half_resolutions, conv_clamp=c.conv_clamp,
-                      name="discriminator")
+                      c_dim=c.c_dim, mapping_layers=c.mapping_layers, name="discriminator")
     return g, d
 
 
@@ -117,7 +117,9 @@ class StopOnNonFinite(keras.callbacks.Callback):
 class StyleGAN2(keras.Model):
     """Trains `generator` and `discriminator`; samples come from `generator_ema`.
 
-    `fit(dataset)` takes batches of real images [B, R, R, C] in [-1, 1]; B is the global batch.
+    `fit(dataset)` takes batches of real images [B, R, R, C] in [-1, 1]; B is the global batch. A
+    conditional model (config.c_dim > 0) takes (images, their labels, labels for the fakes) instead,
+    the labels [B, c_dim] (data.make_dataset with labels).
     """
 
     def __init__(self, config=Config(), augment=None, **kwargs):
@@ -185,9 +187,9 @@ class StyleGAN2(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
-    def call(self, z, psi=1.0, truncation_cutoff=None, noise_mode="const"):
+    def call(self, z, c=None, psi=1.0, truncation_cutoff=None, noise_mode="const"):
         """Images from the EMA generator, as used for every sample and export."""
-        return self.generator_ema(z, psi=psi, truncation_cutoff=truncation_cutoff, noise_mode=noise_mode)
+        return self.generator_ema(z, c, psi=psi, truncation_cutoff=truncation_cutoff, noise_mode=noise_mode)
 
     # -----------------------------------------------------------------------------------------
     # Sampling
@@ -196,19 +198,20 @@ class StyleGAN2(keras.Model):
     def _seed(self, salt):
         return stream_seed(self.config.seed, self.d_steps, salt)
 
-    def sample_ws(self, batch, z_salt, z2_salt, mix_salt):
-        """Latents -> per-layer styles, mixing two independent latents with probability
-        `style_mixing_prob` at a random crossover layer (one per batch, as the reference)."""
+    def sample_ws(self, batch, z_salt, z2_salt, mix_salt, c=None):
+        """Latents (with labels c [b, c_dim] when conditional) -> per-layer styles, mixing two
+        independent latents of the same label with probability `style_mixing_prob` at a random
+        crossover layer (one per batch, as the reference)."""
         g = self.generator
         z = replica_normal([batch, self.config.z_dim], self._seed(z_salt))                # [b, z]
         z2 = replica_normal([batch, self.config.z_dim], self._seed(z2_salt))
-        ws = g.broadcast(g.mapping(z))                                                    # [b, L, w]
+        ws = g.broadcast(g.mapping(z, c))                                                 # [b, L, w]
         if self.config.style_mixing_prob <= 0:
             return ws, ws
         u = stateless_uniform([2], self._seed(mix_salt))
         cutoff = tf.cast(tf.floor(u[0] * (g.num_ws - 1)), tf.int32) + 1                  # 1..L-1
         cutoff = tf.where(u[1] < self.config.style_mixing_prob, cutoff, g.num_ws)
-        ws2 = g.broadcast(g.mapping(z2))
+        ws2 = g.broadcast(g.mapping(z2, c))
         return mix_styles(ws, ws2, cutoff), ws
 
     def _augment(self, images, salt):
@@ -220,16 +223,16 @@ class StyleGAN2(keras.Model):
     # Training
     # -----------------------------------------------------------------------------------------
 
-    def d_gradients(self, real_images):
+    def d_gradients(self, real_images, real_c=None, fake_c=None):
         """One critic step's gradients: D loss, plus the lazy R1 or gradient penalty on the steps
         where it is due, scaled by the interval. Returns (gradients, logs, real_logits)."""
         c = self.config
-        grads, d_loss, real_logits, fake_logits, fake_images = self._passes["d_loss"](real_images)
+        grads, d_loss, real_logits, fake_logits, fake_images = self._passes["d_loss"](real_images, real_c, fake_c)
         do_reg = tf.equal(self.d_steps % self.d_reg_interval, 0)
         r1 = gp = tf.constant(0.0)
         if c.resolved_r1_gamma > 0 or self.loss_fns.penalty == "gp":
             skip = lambda: ([tf.zeros_like(g) for g in grads], r1, gp)  # noqa: E731
-            penalty = lambda: self._passes["d_penalty"](real_images, fake_images)  # noqa: E731
+            penalty = lambda: self._passes["d_penalty"](real_images, fake_images, real_c)  # noqa: E731
             with tf.control_dependencies(grads):       # one pass after the other: half the peak memory
                 reg_grads, r1, gp = tf.cond(do_reg, penalty, skip)
             grads = [g + r for g, r in zip(grads, reg_grads)]
@@ -237,17 +240,17 @@ class StyleGAN2(keras.Model):
                     r1=r1, gp=gp, d_reg=do_reg)
         return grads, logs, real_logits
 
-    def g_gradients(self, batch):
+    def g_gradients(self, batch, fake_c=None):
         """One generator step's gradients: non-saturating/critic G loss on style-mixed latents, plus
         the lazy path-length penalty where due. Returns (gradients, logs, new pl_mean, plain ws)."""
         c = self.config
-        grads, g_loss, ws_plain = self._passes["g_loss"](batch)
+        grads, g_loss, ws_plain = self._passes["g_loss"](batch, fake_c)
         do_pl = tf.logical_and(tf.equal(self.g_steps % c.g_reg_interval, 0), c.pl_weight > 0)
         pl, pl_mean = tf.constant(0.0), tf.identity(self.pl_mean)
         if c.pl_weight > 0:
             skip = lambda: ([tf.zeros_like(g) for g in grads], pl, pl_mean)  # noqa: E731
             with tf.control_dependencies(grads):
-                pl_grads, pl, pl_mean = tf.cond(do_pl, lambda: self._passes["path_length"](batch), skip)
+                pl_grads, pl, pl_mean = tf.cond(do_pl, lambda: self._passes["path_length"](batch, fake_c), skip)
             grads = [g + p for g, p in zip(grads, pl_grads)]
         return grads, dict(g_loss=g_loss, pl=pl, g_reg=do_pl), pl_mean, ws_plain
 
@@ -256,14 +259,14 @@ class StyleGAN2(keras.Model):
     # sitting inside one compiled step, where XLA's CPU backend turns every convolution in a branch
     # into plain loops (30x slower to run, and 1.8x the compile time of the quick preset's step).
 
-    def _d_loss_pass(self, real_images):
+    def _d_loss_pass(self, real_images, real_c=None, fake_c=None):
         """D loss gradients. Returns (gradients, d_loss, real_logits, fake_logits, fake_images)."""
         c = self.config
-        ws, _ = self.sample_ws(real_images.shape[0], SALT_Z_D, SALT_Z2_D, SALT_MIX_D)
+        ws, _ = self.sample_ws(real_images.shape[0], SALT_Z_D, SALT_Z2_D, SALT_MIX_D, fake_c)
         fake_images = self.generator.synthesis(ws, noise_seed=self._seed(SALT_NOISE_D))
         with tf.GradientTape() as tape:
-            real_logits = self.discriminator(self._augment(real_images, SALT_AUG_REAL))
-            fake_logits = self.discriminator(self._augment(fake_images, SALT_AUG_FAKE))
+            real_logits = self.discriminator(self._augment(real_images, SALT_AUG_REAL), real_c)
+            fake_logits = self.discriminator(self._augment(fake_images, SALT_AUG_FAKE), fake_c)
             if self.loss_fns.penalty == "gp":
                 d_loss = self.loss_fns.d_loss(real_logits, fake_logits, drift=c.wgan_drift)
             else:
@@ -272,11 +275,11 @@ class StyleGAN2(keras.Model):
         grads = tape.gradient(total, self.discriminator.trainable_variables)
         return grads, d_loss, real_logits, fake_logits, fake_images
 
-    def _d_penalty_pass(self, real_images, fake_images):
+    def _d_penalty_pass(self, real_images, fake_images, real_c=None):
         """The gradients of the lazy R1 or gradient penalty, times the interval. Returns (gradients, r1, gp)."""
         c = self.config
         d_scale = loss_scale(self.d_optimizer)
-        critic = lambda x: self.discriminator(self._augment(x, SALT_AUG_REAL))  # noqa: E731
+        critic = lambda x: self.discriminator(self._augment(x, SALT_AUG_REAL), real_c)  # noqa: E731
         r1 = gp = tf.constant(0.0)
         with tf.GradientTape() as tape:
             if c.resolved_r1_gamma > 0:
@@ -289,24 +292,25 @@ class StyleGAN2(keras.Model):
         # The output layer's bias does not move an input gradient: its gradient is zero, not None.
         return gradients_or_zero(tape, total, self.discriminator.trainable_variables), r1, gp
 
-    def _g_loss_pass(self, batch):
+    def _g_loss_pass(self, batch, fake_c=None):
         """G loss gradients on style-mixed latents. Returns (gradients, g_loss, unmixed ws)."""
         with tf.GradientTape() as tape:
-            ws, ws_plain = self.sample_ws(batch, SALT_Z_G, SALT_Z2_G, SALT_MIX_G)
+            ws, ws_plain = self.sample_ws(batch, SALT_Z_G, SALT_Z2_G, SALT_MIX_G, fake_c)
             fake_images = self.generator.synthesis(ws, noise_seed=self._seed(SALT_NOISE_G))
-            fake_logits = self.discriminator(self._augment(fake_images, SALT_AUG_FAKE))
+            fake_logits = self.discriminator(self._augment(fake_images, SALT_AUG_FAKE), fake_c)
             g_loss = self.loss_fns.g_loss(fake_logits)
             total = g_loss * self._replica_share() * loss_scale(self.g_optimizer)
         return tape.gradient(total, self.generator.trainable_variables), g_loss, ws_plain
 
-    def _path_length_pass(self, batch):
+    def _path_length_pass(self, batch, fake_c=None):
         """The gradients of the lazy path-length penalty, times its weight and interval.
         Returns (gradients, penalty, new pl_mean)."""
         c = self.config
         g_scale = loss_scale(self.g_optimizer)
         pl_batch = max(batch // c.pl_batch_shrink, 1)
         with tf.GradientTape() as outer:
-            ws, _ = self.sample_ws(pl_batch, SALT_PL_Z, SALT_PL_Z2, SALT_PL_MIX)
+            ws, _ = self.sample_ws(pl_batch, SALT_PL_Z, SALT_PL_Z2, SALT_PL_MIX,
+                                   None if fake_c is None else fake_c[:pl_batch])
             with tf.GradientTape() as tape:
                 tape.watch(ws)
                 images = tf.cast(self.generator.synthesis(ws, noise_seed=self._seed(SALT_PL_NOISE)), tf.float32)
@@ -338,21 +342,22 @@ class StyleGAN2(keras.Model):
         assign_synced(targets, values)
         return beta
 
-    def train_logs(self, real_images):
-        """One full training step (n_critic D steps, one G step, EMA); returns this step's values."""
+    def train_logs(self, real_images, real_c=None, fake_c=None):
+        """One full training step (n_critic D steps, one G step, EMA); returns this step's values.
+        real_c, fake_c: the labels of the real images and of the fakes, for a conditional model."""
         c = self.config
         batch = real_images.shape[0]
         if batch is None:
             raise ValueError("real batches need a fixed size: batch the dataset with drop_remainder=True")
         global_batch = batch * tf.distribute.get_strategy().num_replicas_in_sync
         for _ in range(c.n_critic):
-            grads, d_logs, real_logits = self.d_gradients(real_images)
+            grads, d_logs, real_logits = self.d_gradients(real_images, real_c, fake_c)
             self.d_optimizer.apply(grads, self.discriminator.trainable_variables)
             if self.augment is not None:
                 self.augment.accumulate(real_logits)
             self.d_steps.assign_add(1)
 
-        grads, g_logs, pl_mean, ws_plain = self.g_gradients(batch)
+        grads, g_logs, pl_mean, ws_plain = self.g_gradients(batch, fake_c)
         self.g_optimizer.apply(grads, self.generator.trainable_variables)
         # A float16 step whose inner gradient overflowed is skipped by the loss-scaled optimizer; its
         # path lengths are inf, and folding them in would leave every later penalty NaN.
@@ -371,14 +376,18 @@ class StyleGAN2(keras.Model):
             logs["ada_rt"] = self.augment.rt
         return logs
 
-    def train_step(self, real_images):
+    def train_step(self, batch):
         strategy = tf.distribute.get_strategy()
-        if real_images.shape[0] is None and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        batch = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)    # images[, real_c, fake_c]
+        if batch[0].shape[0] is None and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             # Its iterators leave the batch size open (for partial batches, which training.training_input
             # never makes): pin it to the configured per-replica batch.
             local = self.config.batch_size // strategy.num_replicas_in_sync
-            real_images = tf.ensure_shape(real_images, [local, *real_images.shape[1:]])
-        logs = self.train_logs(real_images)
+            batch = tuple(tf.ensure_shape(x, [local, *x.shape[1:]]) for x in batch)
+        if (len(batch) == 3) != (self.config.c_dim > 0):
+            raise ValueError(f"a model with c_dim={self.config.c_dim} needs "
+                             f"{'(images, labels, fake labels)' if self.config.c_dim else 'images alone'} per batch")
+        logs = self.train_logs(*batch)
         # Penalties are averaged over the steps that computed them, not diluted by lazy zeros.
         weights = dict(r1=logs["d_reg"], gp=logs["d_reg"], pl=logs["g_reg"])
         for name, tracker in self.trackers.items():

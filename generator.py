@@ -20,35 +20,52 @@ def num_ws_for(resolution):
 
 @register
 class MappingNetwork(keras.layers.Layer):
-    """z -> w: PixelNorm then `num_layers` equalized dense layers with lr multiplier 0.01.
+    """z (and a label c) -> w: `num_layers` equalized dense layers with lr multiplier 0.01 on the
+    PixelNormed z, concatenated with the PixelNormed embedding of c when `c_dim` > 0 (the reference's
+    conditioning). With z_dim 0 it maps c alone (the discriminator's label mapping).
 
-    `w_avg` (non-trainable) is the running mean of w, updated by the trainer and used for the
-    truncation trick: w' = w_avg + psi * (w - w_avg).
-    Shapes: z [B, z_dim] -> w [B, w_dim]
+    `w_avg` (non-trainable, only with `track_w_avg`) is the running mean of w, updated by the trainer
+    and used for the truncation trick: w' = w_avg + psi * (w - w_avg).
+    Shapes: z [B, z_dim], c [B, c_dim] -> w [B, w_dim]
     """
 
-    def __init__(self, z_dim=512, w_dim=512, num_layers=8, lr_multiplier=0.01, **kwargs):
+    def __init__(self, z_dim=512, w_dim=512, num_layers=8, lr_multiplier=0.01, c_dim=0, track_w_avg=True,
+                 **kwargs):
         super().__init__(**kwargs)
         if not 1 <= num_layers <= 8:
             raise ValueError(f"mapping num_layers must be between 1 and 8, got {num_layers}")
+        if z_dim + c_dim <= 0:
+            raise ValueError("a mapping network needs a latent (z_dim > 0), a label (c_dim > 0) or both")
         self.z_dim, self.w_dim, self.num_layers = int(z_dim), int(w_dim), int(num_layers)
+        self.c_dim, self.track_w_avg = int(c_dim), bool(track_w_avg)
         self.lr_multiplier = float(lr_multiplier)
         self.norm = PixelNorm()
+        # The label's embedding: linear, learning rate 1, as wide as w (the reference's embed_features).
+        self.embed = EqualizedDense(self.w_dim, name="embed") if self.c_dim else None
         self.dense = [EqualizedDense(self.w_dim, lr_multiplier=self.lr_multiplier, activation="lrelu",
                                      name=f"fc{i}") for i in range(self.num_layers)]
 
-    def build(self, z_shape):
-        self.norm.build(z_shape)
-        shape = z_shape
+    def build(self, z_shape, c_shape=None):
+        batch = z_shape[0]
+        self.norm.build((batch, max(self.z_dim, self.w_dim)))
+        if self.embed is not None:
+            self.embed.build((batch, self.c_dim))
+        shape = (batch, self.z_dim + (self.w_dim if self.c_dim else 0))
         for layer in self.dense:
             layer.build(shape)
-            shape = tuple(shape[:-1]) + (self.w_dim,)
-        # Mean aggregation: replicas update it with their local means (tf.distribute).
-        self.w_avg = self.add_weight(name="w_avg", shape=(self.w_dim,), initializer="zeros",
-                                     trainable=False, aggregation="mean")
+            shape = (batch, self.w_dim)
+        if self.track_w_avg:
+            # Mean aggregation: replicas update it with their local means (tf.distribute).
+            self.w_avg = self.add_weight(name="w_avg", shape=(self.w_dim,), initializer="zeros",
+                                         trainable=False, aggregation="mean")
 
-    def call(self, z):
-        x = self.norm(z)
+    def call(self, z, c=None):
+        parts = [self.norm(z)] if self.z_dim else []
+        if self.c_dim:
+            if c is None:
+                raise ValueError(f"this network is conditional: it needs a label c [batch, {self.c_dim}]")
+            parts.append(self.norm(self.embed(ops.cast(c, self.compute_dtype))))                  # [B, w]
+        x = ops.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]                       # [B, z + w]
         for layer in self.dense:
             x = layer(x)
         return x
@@ -56,12 +73,13 @@ class MappingNetwork(keras.layers.Layer):
     def truncate(self, w, psi):
         return self.w_avg + psi * (w - self.w_avg)
 
-    def compute_output_shape(self, z_shape):
+    def compute_output_shape(self, z_shape, c_shape=None):
         return tuple(z_shape[:-1]) + (self.w_dim,)
 
     def get_config(self):
         return {**super().get_config(), "z_dim": self.z_dim, "w_dim": self.w_dim,
-                "num_layers": self.num_layers, "lr_multiplier": self.lr_multiplier}
+                "num_layers": self.num_layers, "lr_multiplier": self.lr_multiplier, "c_dim": self.c_dim,
+                "track_w_avg": self.track_w_avg}
 
 
 @register
@@ -152,22 +170,23 @@ class SynthesisNetwork(keras.layers.Layer):
 class Generator(keras.Model):
     """Mapping plus synthesis network. `generator(z)` returns images in roughly [-1, 1].
 
-    Keyword arguments of `call`: `psi` and `truncation_cutoff` for the truncation trick (psi=1 is
-    off), `noise_mode` ('random', 'const', 'none'), `noise_seed` (stateless random noise).
-    Shapes: z [B, z_dim] -> [B, R, R, channels]
+    Keyword arguments of `call`: `c`, the label of a conditional generator (`c_dim` > 0, labels.py),
+    `psi` and `truncation_cutoff` for the truncation trick (psi=1 is off), `noise_mode` ('random',
+    'const', 'none'), `noise_seed` (stateless random noise).
+    Shapes: z [B, z_dim], c [B, c_dim] -> [B, R, R, channels]
     """
 
     def __init__(self, resolution=64, channels=1, z_dim=512, w_dim=512, mapping_layers=8,
                  channel_base=8192, channel_max=256, fused=False, seed=0, const_std=0.05, fp16_resolutions=0,
-                 conv_clamp=None, **kwargs):
+                 conv_clamp=None, c_dim=0, **kwargs):
         super().__init__(**kwargs)
-        self.fp16_resolutions, self.conv_clamp = int(fp16_resolutions), conv_clamp
+        self.fp16_resolutions, self.conv_clamp, self.c_dim = int(fp16_resolutions), conv_clamp, int(c_dim)
         self.resolution, self.channels = int(resolution), int(channels)
         self.const_std = float(const_std)
         self.z_dim, self.w_dim, self.mapping_layers = int(z_dim), int(w_dim), int(mapping_layers)
         self.channel_base, self.channel_max = int(channel_base), int(channel_max)
         self.fused, self.seed = bool(fused), int(seed)
-        self.mapping = MappingNetwork(self.z_dim, self.w_dim, self.mapping_layers, name="mapping")
+        self.mapping = MappingNetwork(self.z_dim, self.w_dim, self.mapping_layers, c_dim=self.c_dim, name="mapping")
         self.synthesis = SynthesisNetwork(self.resolution, self.channels, self.w_dim, self.channel_base,
                                           self.channel_max, self.fused, self.seed, self.const_std,
                                           self.fp16_resolutions, conv_clamp, name="synthesis")
@@ -191,8 +210,8 @@ class Generator(keras.Model):
         layer = np.arange(self.num_ws)[None, :, None]
         return ops.where(layer < cutoff, self.mapping.truncate(ws, psi), ws)
 
-    def call(self, z, psi=1.0, truncation_cutoff=None, noise_mode="random", noise_seed=None):
-        ws = self.truncate(self.broadcast(self.mapping(z)), psi, truncation_cutoff)
+    def call(self, z, c=None, psi=1.0, truncation_cutoff=None, noise_mode="random", noise_seed=None):
+        ws = self.truncate(self.broadcast(self.mapping(z, c)), psi, truncation_cutoff)
         return self.synthesis(ws, noise_mode=noise_mode, noise_seed=noise_seed)
 
     def compute_output_shape(self, z_shape):
@@ -203,4 +222,5 @@ class Generator(keras.Model):
                 "w_dim": self.w_dim, "mapping_layers": self.mapping_layers,
                 "channel_base": self.channel_base, "channel_max": self.channel_max,
                 "fused": self.fused, "seed": self.seed, "const_std": self.const_std,
-                "fp16_resolutions": self.fp16_resolutions, "conv_clamp": self.conv_clamp, "name": self.name}
+                "fp16_resolutions": self.fp16_resolutions, "conv_clamp": self.conv_clamp, "c_dim": self.c_dim,
+                "name": self.name}

@@ -598,10 +598,14 @@ def unique_names(names):
 def load_networks(output_dir, checkpoint="auto", exported=None):
     """(EMA generator, discriminator or None). From an exported .keras generator (no discriminator),
     else from the run's `checkpoint` (`runs.choose_checkpoint`: best, latest, a step or a path)."""
-    if exported:
-        return sampling.load_exported(exported), None
-    gan, _ = runs.load_for_inference(runs.Paths(output_dir), checkpoint)
-    return gan.generator_ema, gan.discriminator
+    g, d = (sampling.load_exported(exported), None) if exported else None, None
+    if not exported:
+        gan, _ = runs.load_for_inference(runs.Paths(output_dir), checkpoint)
+        g, d = gan.generator_ema, gan.discriminator
+    if g.c_dim:
+        raise ValueError("projection needs an unconditional generator: this one is conditional (--condition), and "
+                         "projecting would also have to find each slice's labels")
+    return g, d
 
 
 def save_latents(path, ws, noises, names, space):

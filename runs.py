@@ -80,6 +80,11 @@ class Paths:
         return os.path.join(self.checkpoints, CONFIG_FILE)
 
     @property
+    def labels_file(self):
+        """A conditional run's label definition (labels.LabelSpec), beside its configuration."""
+        return os.path.join(self.checkpoints, "labels.json")
+
+    @property
     def history_file(self):
         return os.path.join(self.logs, HISTORY_FILE)
 

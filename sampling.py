@@ -13,6 +13,7 @@ import tensorflow as tf
 
 import atomic
 import generator as generator_module  # noqa: F401  (registers the custom layers for load_model)
+import labels
 import visualize
 
 EXPORT_NAME = "generator.keras"
@@ -23,8 +24,22 @@ def latents(seeds, z_dim):
     return np.stack([np.random.default_rng(s).standard_normal(z_dim) for s in seeds]).astype(np.float32)
 
 
-def synthesize(g, seeds, psi=1.0, truncation_cutoff=None, batch_size=32, noise_mode="const"):
-    """Images [N, R, R, C] in [-1, 1] for `seeds`.
+def label_rows(g, c, count):
+    """The labels of `count` images for generator `g`: None for an unconditional one; `c` is one
+    label [c_dim] for all or one per image [count, c_dim]. float32 [count, c_dim]"""
+    if g.c_dim == 0:
+        if c is not None:
+            raise labels.LabelError("this generator is unconditional: leave out --condition")
+        return None
+    if c is None:
+        raise labels.LabelError(f"this generator is conditional ({g.c_dim} label values): give --condition "
+                                f"name=value,... (the run's checkpoints/labels.json lists the names)")
+    c = np.asarray(c, np.float32)
+    return np.broadcast_to(c, [count, g.c_dim]) if c.ndim == 1 else c
+
+
+def synthesize(g, seeds, psi=1.0, truncation_cutoff=None, batch_size=32, noise_mode="const", c=None):
+    """Images [N, R, R, C] in [-1, 1] for `seeds` (and labels `c` for a conditional `g`: label_rows).
 
     noise_mode: "const" (one fixed noise map per layer, the default for pictures), "random" (fresh
     per-image noise as in training; what metrics must use, since one map shared by every image
@@ -33,25 +48,26 @@ def synthesize(g, seeds, psi=1.0, truncation_cutoff=None, batch_size=32, noise_m
     """
     seeds = list(seeds)
     z = latents(seeds, g.z_dim)
+    c = label_rows(g, c, len(z))
     out = []
     for i in range(0, len(z), batch_size):
         noise_seed = tf.constant([seeds[i], 1], tf.int64) if noise_mode == "random" else None
-        out.append(g(z[i:i + batch_size], psi=psi, truncation_cutoff=truncation_cutoff, noise_mode=noise_mode,
-                     noise_seed=noise_seed).numpy())
+        out.append(g(z[i:i + batch_size], None if c is None else c[i:i + batch_size], psi=psi,
+                     truncation_cutoff=truncation_cutoff, noise_mode=noise_mode, noise_seed=noise_seed).numpy())
     return np.concatenate(out).astype(np.float32)
 
 
-def styles(g, seeds, psi=1.0, truncation_cutoff=None):
-    """Per-layer styles [N, num_ws, w_dim] for `seeds`, truncated towards w_avg by psi (the first
-    `truncation_cutoff` layers only, when given)."""
-    ws = g.broadcast(g.mapping(latents(seeds, g.z_dim)))
+def styles(g, seeds, psi=1.0, truncation_cutoff=None, c=None):
+    """Per-layer styles [N, num_ws, w_dim] for `seeds` (and labels `c`), truncated towards w_avg by
+    psi (the first `truncation_cutoff` layers only, when given)."""
+    ws = g.broadcast(g.mapping(latents(seeds, g.z_dim), label_rows(g, c, len(seeds))))
     return np.asarray(g.truncate(ws, psi, truncation_cutoff))
 
 
-def write_images(out_dir, g, seeds, psi=1.0, noise_mode="const", truncation_cutoff=None):
+def write_images(out_dir, g, seeds, psi=1.0, noise_mode="const", truncation_cutoff=None, c=None):
     """One PNG per seed at the training resolution (`seed0000.png`, ...) plus `grid.png`."""
     os.makedirs(out_dir, exist_ok=True)
-    images = synthesize(g, seeds, psi, truncation_cutoff, noise_mode=noise_mode)
+    images = synthesize(g, seeds, psi, truncation_cutoff, noise_mode=noise_mode, c=c)
     paths = []
     for seed, image in zip(seeds, images):
         paths.append(os.path.join(out_dir, f"seed{seed:04d}.png"))
@@ -74,7 +90,7 @@ def parse_ranges(text, name="--seeds"):
 
 
 def style_mixing_grid(g, row_seeds, col_seeds, mix_layers=(0, 1, 2, 3), psi=1.0, noise_mode="const",
-                      truncation_cutoff=None):
+                      truncation_cutoff=None, c=None):
     """Each cell is its row's seed with the styles of `mix_layers` taken from its column's seed (as
     NVlabs style_mixing.py; the default 0-3 are the coarse layers: head size, pose, ventricles, so
     the fine styles, texture and contrast, stay the row's). The first row shows the column sources
@@ -83,7 +99,7 @@ def style_mixing_grid(g, row_seeds, col_seeds, mix_layers=(0, 1, 2, 3), psi=1.0,
     if not mix_layers or mix_layers[-1] >= g.num_ws:
         raise ValueError(f"--mix_layers must name layers from 0 to {g.num_ws - 1} (this generator has "
                          f"{g.num_ws} style inputs), got {mix_layers}")
-    ws_rows, ws_cols = (styles(g, seeds, psi, truncation_cutoff) for seeds in (row_seeds, col_seeds))
+    ws_rows, ws_cols = (styles(g, seeds, psi, truncation_cutoff, c) for seeds in (row_seeds, col_seeds))
     render = lambda ws: np.asarray(g.synthesis(ws, noise_mode=noise_mode))  # noqa: E731
     col_images, row_images = render(ws_cols), render(ws_rows)
     cells = [np.full_like(col_images[0], -1.0)] + list(col_images)
@@ -94,25 +110,56 @@ def style_mixing_grid(g, row_seeds, col_seeds, mix_layers=(0, 1, 2, 3), psi=1.0,
     return np.stack(cells)
 
 
-def interpolation(g, seeds, steps=12, psi=1.0, truncation_cutoff=None):
+def interpolation(g, seeds, steps=12, psi=1.0, truncation_cutoff=None, c=None):
     """Frames walking in w space through `seeds` in turn (linear in w, as the paper's PPL uses)."""
-    ws = styles(g, seeds, psi, truncation_cutoff)
+    ws = styles(g, seeds, psi, truncation_cutoff, c)
     t = np.linspace(0.0, 1.0, steps, endpoint=False, dtype=np.float32)[:, None, None]
     path = [ws[i] + t * (ws[i + 1] - ws[i]) for i in range(len(ws) - 1)] + [ws[-1:]]
     return np.asarray(g.synthesis(np.concatenate(path), noise_mode="const"))
 
 
-def export(g, out_dir):
+def sweep_grid(g, spec, row_seeds, base, name, steps=8, psi=1.0, noise_mode="const"):
+    """A grid that sweeps label `name` across the columns (labels.sweep_values) with one fixed z per
+    row; the other labels stay at `base` ({name: value}, labels.parse_request). Returns
+    ([rows * columns, R, R, ch], the column values)."""
+    values = labels.sweep_values(labels.find_column(spec, name), steps)
+    rows = []
+    for seed in row_seeds:
+        c = np.stack([labels.encode_values(spec, {**base, name: v}) for v in values])          # [C, c_dim]
+        rows.append(synthesize(g, [seed] * len(values), psi, noise_mode=noise_mode, c=c))
+    return np.concatenate(rows), values
+
+
+def export(g, out_dir, spec=None):
     """Save the generator as a `.keras` file that `keras.models.load_model` opens once this project's
-    modules are importable (`import generator` registers the layers). Written atomically."""
+    modules are importable (`import generator` registers the layers), and a conditional one's label
+    definition `spec` beside it (labels.json). Written atomically."""
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, EXPORT_NAME)
     with atomic.staged(path, suffix=".keras") as tmp:        # Keras insists on the extension
         g.save(tmp)
+    if spec is not None:
+        labels.save(spec, exported_labels_path(path))
     return path
+
+
+def exported_labels_path(path):
+    return os.path.join(os.path.dirname(os.path.abspath(path)), labels.LABEL_FILE)
 
 
 def load_exported(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"no exported generator at {path}: run `python driver.py --mode export` first")
     return keras.models.load_model(path)
+
+
+def label_spec(g, spec_path):
+    """The label definition of generator `g`, read from `spec_path`: None for an unconditional one."""
+    if g.c_dim == 0:
+        return None
+    spec = labels.load(spec_path)
+    if spec is None or spec.dim != g.c_dim:
+        raise labels.LabelError(f"this generator is conditional ({g.c_dim} label values), but {spec_path} "
+                                f"{'is missing' if spec is None else f'describes {spec.dim}'}: put the run's "
+                                f"checkpoints/labels.json there")
+    return spec

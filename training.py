@@ -28,6 +28,7 @@ from absl import logging
 import data
 import evaluation
 import atomic
+import labels
 import sampling
 import metrics
 import pixels
@@ -59,6 +60,9 @@ class RunOptions:
     inception_weights: str | None = None   # local InceptionV3 weights for fid, kid, pr in eval_metrics
     init_from: str | None = None      # a new run starts from this run's weights (runs.initialize_from)
     steps_per_execution: int = 1      # training steps per call into TensorFlow; the results do not change
+    condition: tuple = ()             # label names of a conditional run (labels.py), e.g. ("slice", "age")
+    labels: str | None = None         # the CSV of subject covariates for them
+    labels_missing: str = "error"     # or "drop": slices of subjects without a value
 
     @property
     def reference_parts(self):
@@ -104,7 +108,8 @@ def training_input(dataset, strategy, start, batch_size):
         per_replica = context.get_per_replica_batch_size(batch_size)
         rows = per_replica * strategy.num_replicas_in_sync // context.num_input_pipelines
         first = context.input_pipeline_id * rows
-        return (dataset.skip(start).map(lambda x: x[first:first + rows]).unbatch()
+        own_rows = lambda *xs: tuple(x[first:first + rows] for x in xs) if len(xs) > 1 else xs[0][first:first + rows]  # noqa: E731
+        return (dataset.skip(start).map(own_rows).unbatch()
                 .batch(per_replica, drop_remainder=True))
 
     return strategy.distribute_datasets_from_function(per_worker)
@@ -144,11 +149,15 @@ class TickOutputs(keras.callbacks.Callback):
     the host anyway (once per execution of `steps_per_execution` steps), and fit() stops at a tick's
     end by itself (`fit_plan`), so no step waits for a check of the counter."""
 
-    def __init__(self, paths, checkpointer, config, options, total_steps, stop_flag, history, reference=None):
+    def __init__(self, paths, checkpointer, config, options, total_steps, stop_flag, history, reference=None,
+                 reference_c=None, train_c=None):
         super().__init__()
         self.paths, self.checkpointer, self.config, self.options = paths, checkpointer, config, options
         self.total_steps, self.stop_flag, self.history = total_steps, stop_flag, history
         self.reference = None if reference is None else pixels.to_unit_range(reference)
+        # A conditional run's evaluation draws labels from the reference slices, its grid from the training ones.
+        self.reference_c = reference_c
+        self.fixed_c = labels.draw(train_c, options.grid_size, config.seed)
         self.feature_fn = functools.partial(metrics.inception_features,
                                             weights=options.inception_weights or "imagenet")
         self.fixed_z = np.random.default_rng(config.seed).standard_normal(
@@ -206,14 +215,15 @@ class TickOutputs(keras.callbacks.Callback):
             return  # Nothing new since the last save (a stop right after a tick).
         self.checkpointer.check_finite(self.steps_done())   # a diverged state writes nothing at all
         if self.evaluation_due(kimg):
-            generated = sampling.synthesize(self.model.generator_ema, range(self.options.eval_images),
-                                            noise_mode="random")
+            count = self.options.eval_images
+            generated = sampling.synthesize(self.model.generator_ema, range(count), noise_mode="random",
+                                            c=labels.draw(self.reference_c, count, self.config.seed))
             report = evaluation.evaluate_images(generated, self.reference, self.feature_fn, self.config.seed,
                                                 self.options.eval_metrics)
             entry.update({k: v for k, v in report.items() if v is not None and not k.startswith("num_")})
         self.history.append(entry)
 
-        samples = self.model(self.fixed_z).numpy()
+        samples = self.model(self.fixed_z, self.fixed_c).numpy()
         name = f"grid_{int(round(kimg * 1000)):08d}.png"
         visualize.save_grid(os.path.join(self.paths.samples, name), samples)
         visualize.save_grid(os.path.join(self.paths.samples, "latest.png"), samples)
@@ -318,6 +328,36 @@ def _train_as_worker(config, options, explicit, strategy):
             return _train_locked(config, options, explicit, paths, strategy)
 
 
+def load_training_slices(config, options, paths):
+    """The training slices, and for a conditional run its label definition and their labels
+    [N, c_dim]: a new run fits the definition to its slices (labels.build), a resumed one reads the
+    saved one, so its labels keep their meaning. Returns (images, spec or None, labels or None)."""
+    spec = None
+    if options.resume and config.c_dim:
+        spec = labels.load(paths.labels_file)
+        if spec is None:
+            raise RunError(f"this run is conditional but {paths.labels_file} is missing: it defines what the labels "
+                           f"mean; put it back from a backup or a copy of the run")
+    if options.resume and options.condition and [n for n in options.condition] != (spec.names if spec else []):
+        raise RunError(f"--condition {','.join(options.condition)} differs from the run being resumed "
+                       f"({','.join(spec.names) if spec else 'unconditional'}); leave --condition out to resume it")
+    load = functools.partial(data.load_slices, options.data_dir, config.resolution, paths.cache,
+                             splits=options.splits, channels=config.channels, seed=config.seed,
+                             exclude_subjects=options.exclude_subjects)
+    if spec is None and (options.resume or not options.condition):
+        return load(), None, None
+    images, sources = load(with_sources=True)
+    if spec is None:
+        spec = labels.build(list(options.condition), sources, options.labels, options.labels_missing)
+    c, keep = labels.encode_sources(spec, sources)
+    if not keep.all():
+        logging.warning("labels: dropped %d of %d slices whose subjects have no %s (--labels_missing drop)",
+                        (~keep).sum(), len(keep), ", ".join(spec.names))
+    logging.info("labels: conditioning on %s (%d values per slice), definition in %s", ", ".join(spec.names),
+                 spec.dim, paths.labels_file)
+    return images[keep], spec, c[keep]
+
+
 def _train_locked(config, options, explicit, paths, strategy):
     clean_leftovers(paths)
     changes = {}
@@ -337,16 +377,16 @@ def _train_locked(config, options, explicit, paths, strategy):
                        f"group size {config.mbstd_group_size}")
 
     paths.make("checkpoints", "samples", "logs", "cache")
-    images = data.load_slices(options.data_dir, config.resolution, paths.cache, splits=options.splits,
-                              channels=config.channels, seed=config.seed,
-                              exclude_subjects=options.exclude_subjects)
+    images, spec, train_c = load_training_slices(config, options, paths)
+    config = config.replace(c_dim=spec.dim if spec else 0)
     if len(images) < config.batch_size:
         raise RunError(f"only {len(images)} usable slices, fewer than one batch of {config.batch_size}; "
                        f"add data or lower --batch_size")
-    reference = None
+    reference = reference_c = None
     if options.eval_kimg > 0:
         reference = evaluation.load_reference(options.reference_parts, config.resolution, paths.cache,
-                                              config.channels)
+                                              config.channels, spec)
+        reference, reference_c = reference if spec else (reference, None)
         logging.info("evaluating %s every %g kimg against %d real slices", ", ".join(options.eval_metrics),
                      options.eval_kimg, len(reference))
 
@@ -371,6 +411,10 @@ def _train_locked(config, options, explicit, paths, strategy):
         logging.info("initialised from %s: its generator, EMA and discriminator weights; fresh optimizers and "
                      "counters", source)
     atomic.write_json(paths.config_file, dataclasses.asdict(config))
+    if spec:
+        labels.save(spec, paths.labels_file)
+    elif os.path.exists(paths.labels_file):
+        os.remove(paths.labels_file)           # left by a conditional run that never saved a checkpoint
 
     steps_done = int(gan.images_seen.numpy()) // config.batch_size
     # fit() runs whole executions of steps_per_execution steps, so ticks and the run end on multiples of it.
@@ -387,10 +431,11 @@ def _train_locked(config, options, explicit, paths, strategy):
     # The data order is a fixed function of the seed, so skipping the batches already used makes a
     # resumed run see exactly what an uninterrupted one would.
     dataset = data.make_dataset(images, config.batch_size, seed=config.seed, channels=config.channels,
-                                mirror=config.mirror)
+                                mirror=config.mirror, labels=train_c)
 
     with StopFlag() as stop_flag:
-        ticks = TickOutputs(paths, checkpointer, config, options, total_steps, stop_flag, history, reference)
+        ticks = TickOutputs(paths, checkpointer, config, options, total_steps, stop_flag, history, reference,
+                            reference_c, train_c)
         try:
             # Each Keras epoch is one tick. steps_per_epoch on the endless stream, not take(): a fit()
             # that runs out of data stops mid-step and leaves per-step state behind that fails the next
