@@ -330,6 +330,8 @@ def dry_run(config, typed, options):
     if found["first_file_size"]:
         print(f"  slice size         {found['first_file_size']} (first file), trained at "
               f"{config.resolution}x{config.resolution}")
+    if options.condition and not options.resume:
+        print(f"labels: {dry_run_labels(options)}")
     gan, seconds_per_kimg = training.time_steps(config)
     print(f"parameters: generator {gan.generator.count_params():,} (mapping {gan.generator.mapping.count_params():,}), "
           f"discriminator {gan.discriminator.count_params():,}")
@@ -337,6 +339,20 @@ def dry_run(config, typed, options):
           f"--kimg {config.kimg:g} takes about {training.format_seconds(seconds_per_kimg * config.kimg)} before "
           f"ticks and evaluation")
     print("dry run: nothing written")
+
+
+def dry_run_labels(options):
+    """The label definition a conditional run would fit, from the file names and the table alone
+    (a volume counts as one subject whose levels come from its slices' order)."""
+    if options.data_dir is None:
+        raise data.DataError("the built-in synthetic slices have no labels to condition on: give --data_dir")
+    files = data.filter_subjects(data.find_files(options.data_dir, options.splits), options.exclude_subjects,
+                                 None, options.data_dir)
+    sources = [(f, 0, 1 if data.file_kind(f) == "image" else 2) for f in files]
+    spec = labels.build(list(options.condition), sources, options.labels, options.labels_missing)
+    _, keep = labels.encode_sources(spec, sources)                  # names without a slice number fail here
+    dropped = f"; {(~keep).sum()} of {len(keep)} files dropped (no value)" if not keep.all() else ""
+    return labels.describe(spec) + dropped
 
 
 def load_generator():

@@ -120,26 +120,22 @@ def subject_key(path):
 
 def slice_levels(sources):
     """Level in [0, 1] of each slice, per subject. sources: [(path, index in file, slices in file)]."""
-    numbers = []
-    for path, index, count in sources:
+    levels = np.zeros(len(sources), np.float64)
+    numbered = {}                                              # subject -> [(row, number in the name)]
+    for row, (path, index, count) in enumerate(sources):
         if count > 1:                                          # a volume: its own order
-            numbers.append(index / (count - 1))
+            levels[row] = index / (count - 1)
             continue
         match = _SLICE_NUMBER.search(os.path.basename(path))
         if match is None:
             raise LabelError(f"--condition slice: {os.path.basename(path)} has no slice number in its name "
                              f"(expected ..._slice_<n> or ..._z<n>, as case_0037_slice_40.nii.png); rename the "
                              f"files or leave slice out of --condition")
-        numbers.append(float(match.group(1)))
-    numbers = np.asarray(numbers, np.float64)
-    subjects = np.asarray([subject_key(p) if c == 1 else f"{p}#volume" for p, _, c in sources])
-    levels = numbers.copy()
-    for subject in np.unique(subjects):
-        rows = subjects == subject
-        if all(c > 1 for (_, _, c), r in zip(sources, rows) if r):
-            continue                                           # volumes are already in [0, 1]
-        low, high = numbers[rows].min(), numbers[rows].max()
-        levels[rows] = (numbers[rows] - low) / (high - low) if high > low else 0.5
+        numbered.setdefault(subject_key(path), []).append((row, float(match.group(1))))
+    for pairs in numbered.values():
+        rows, numbers = (np.asarray(v) for v in zip(*pairs))
+        low, high = numbers.min(), numbers.max()
+        levels[rows] = (numbers - low) / (high - low) if high > low else 0.5
     return levels.astype(np.float32)
 
 
@@ -359,3 +355,16 @@ def draw(table, count, seed=0):
     if table is None:
         return None
     return table[np.random.default_rng(seed).integers(0, len(table), count)]
+
+
+def describe(spec):
+    """One line for people: each label with its scaling or categories, and the length of c."""
+    parts = []
+    for c in spec.columns:
+        if c.kind == SLICE:
+            parts.append("slice (level in its subject, 0-1)")
+        elif c.kind == "numeric":
+            parts.append(f"{c.name} ({c.source}: mean {c.mean:.4g}, sd {c.std:.4g}, range {c.low:g}-{c.high:g})")
+        else:
+            parts.append(f"{c.name} ({c.source}: one-hot {', '.join(c.categories)})")
+    return f"{'; '.join(parts)}; {spec.dim} values per slice"

@@ -108,7 +108,10 @@ def training_input(dataset, strategy, start, batch_size):
         per_replica = context.get_per_replica_batch_size(batch_size)
         rows = per_replica * strategy.num_replicas_in_sync // context.num_input_pipelines
         first = context.input_pipeline_id * rows
-        own_rows = lambda *xs: tuple(x[first:first + rows] for x in xs) if len(xs) > 1 else xs[0][first:first + rows]  # noqa: E731
+
+        def own_rows(*batch):                   # images, or (images, their labels, the fakes' labels)
+            kept = tuple(x[first:first + rows] for x in batch)
+            return kept if len(kept) > 1 else kept[0]
         return (dataset.skip(start).map(own_rows).unbatch()
                 .batch(per_replica, drop_remainder=True))
 

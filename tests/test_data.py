@@ -331,6 +331,36 @@ def test_corrupt_cache_file_is_a_miss(comp3710, tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.load(path), first)    # rewritten whole
 
 
+def test_sources_name_each_slices_file_and_level_and_survive_the_cache(comp3710, tmp_path, monkeypatch):
+    cache = str(tmp_path / "cache")
+    slices, sources = data.load_slices(str(comp3710), 16, cache, with_sources=True)
+    names = [os.path.basename(p) for p, _, _ in sources]
+    assert names == sorted(f"case_{s}_slice_{z}.nii.png" for s in SUBJECTS["train"] for z in (0, 1))
+    assert [(i, k) for _, i, k in sources] == [(0, 1)] * 6
+    assert slices[:, 0, 0, 0].tolist() == [image_value("train", n.split("_")[1]) for n in names]
+
+    def fail(path, resolution):
+        raise AssertionError("decoded although the cache should have been used")
+    monkeypatch.setattr(data, "decode_file", fail)
+    assert data.load_slices(str(comp3710), 16, cache, with_sources=True)[1] == sources            # hit
+    # A cache written before sources existed serves plain loads but is decoded again for sources.
+    (counts,) = [p for p in os.listdir(cache) if p.endswith(".counts.json")]
+    os.remove(os.path.join(cache, counts))
+    data.load_slices(str(comp3710), 16, cache)
+    calls = counting_decoder(monkeypatch)
+    assert data.load_slices(str(comp3710), 16, cache, with_sources=True)[1] == sources and len(calls) == 6
+    assert len(data.clear_cache(cache)) == 2                                                   # both files
+
+
+def test_the_sources_of_a_volume_count_its_kept_slices(tmp_path):
+    path = str(tmp_path / "OAS1_0042_MR1.nii.gz")
+    nib.save(nib.Nifti1Image(tagged_volume(), np.eye(4)), path)
+    slices, sources = data.load_slices(str(tmp_path), 14, None, with_sources=True)
+    assert sources == [(path, i, 7) for i in range(7)]                 # the empty slice is not counted
+    with pytest.raises(data.DataError, match="synthetic slices have no subjects or slice levels"):
+        data.load_slices(None, 8, None, with_sources=True)
+
+
 def test_clear_cache_deletes_only_its_own_files(comp3710, tmp_path):
     cache = tmp_path / "cache"
     data.load_slices(str(comp3710), 16, str(cache))

@@ -283,3 +283,29 @@ def test_sigkill_at_any_moment_leaves_a_resumable_run(tmp_path):
     assert f"resumed ckpt-{killed_at}" in result.stderr
     assert "took over the lock" in result.stderr and "no longer running" in result.stderr   # the killed run's
     assert latest_step(out) == killed_at + 2
+
+
+def test_a_slice_conditional_run_generates_a_chosen_level_and_a_sweep(tmp_path):
+    from PIL import Image
+    data_dir = tmp_path / "slices"
+    data_dir.mkdir()
+    for subject in ("0001", "0002"):
+        for n in range(4):
+            Image.fromarray(np.full([8, 8], 40 * n + int(subject) * 10, np.uint8)).save(
+                data_dir / f"case_{subject}_slice_{n}.nii.png")
+    out = str(tmp_path / "run")
+    table = tmp_path / "table.csv"
+    table.write_text("ID,Age\nOAS1_0001_MR1,70\n")
+    result = run(out, *TINY, "--dry_run", f"--data_dir={data_dir}", "--condition=slice,age", f"--labels={table}",
+                 "--labels_missing=drop")
+    assert "labels: slice (level in its subject, 0-1); age (Age: mean 70, sd 1, range 70-70); 2 values per slice; " \
+           "4 of 8 files dropped" in result.stdout and not os.path.exists(out)
+    run(out, *TINY, "--kimg=0.008", f"--data_dir={data_dir}", "--condition=slice")
+    assert json.load(open(os.path.join(out, "checkpoints", "labels.json")))["dim"] == 1
+    result = run(out, "--mode=generate", "--num_images=3", "--condition=slice=0.25", "--sweep=slice",
+                 "--sweep_steps=4")
+    sweep = np.asarray(Image.open(os.path.join(out, "generated", "sweep_slice.png")))
+    assert sweep.shape == (3 * 10 + 2, 4 * 10 + 2)                  # 3 seeds down, 4 levels across, 2 px gaps
+    assert "slice = 0, 0.333333, 0.666667, 1 across" in result.stderr
+    result = run(out, "--mode=generate", "--condition=slice=2", expect=1)
+    assert "slice 0 to 1 only" in result.stderr and "Traceback" not in result.stderr

@@ -3,7 +3,7 @@
     python tools/real_eval.py RUN_DIR [RUN_DIR ...] --data_dir ../shared/data/oasis1_fullhead \
         --held_out 0037,0384 --plot docs/runs.png
 
-For each run: SWD of its checkpoint against the held-out subjects (the validate split plus
+For each run (a conditional one draws the held-out slices' own labels): SWD of its checkpoint against the held-out subjects (the validate split plus
 `--held_out` training subjects), per level, with this project's normalisation and ProGAN's
 (`normalization="each"`); the real floor (training subjects against held-out ones) the same way;
 diversity (mean pairwise MS-SSIM) against the real set's; and how the generated slices spread over
@@ -28,6 +28,8 @@ import numpy as np  # noqa: E402
 
 import atomic  # noqa: E402
 import data  # noqa: E402
+import evaluation  # noqa: E402
+import labels  # noqa: E402
 import metrics  # noqa: E402
 import pixels  # noqa: E402
 import sampling  # noqa: E402
@@ -119,7 +121,12 @@ def main():
     from runs import Paths, load_for_inference
     for run in args.runs:
         gan, config = load_for_inference(Paths(run), checkpoint=args.checkpoint)
-        fakes = sampling.synthesize(gan.generator_ema, range(args.images), noise_mode="random")
+        spec = sampling.label_spec(gan.generator_ema, Paths(run).labels_file)
+        c = None
+        if spec is not None:                # a conditional run: the held-out slices' own labels
+            parts = [(args.data_dir, ("validate",), None)] + ([(args.data_dir, ("train",), held_out)] if held_out else [])
+            c = labels.draw(evaluation.load_reference(parts, r, None, 1, spec)[1], args.images, seed=0)
+        fakes = sampling.synthesize(gan.generator_ema, range(args.images), noise_mode="random", c=c)
         history_path = os.path.join(run, "logs", "history.json")
         history = json.load(open(history_path)) if os.path.exists(history_path) else []
         curve = [(h["kimg"], h["swd_avg"]) for h in history if "swd_avg" in h]
