@@ -24,6 +24,12 @@ class MappingNetwork(keras.layers.Layer):
     PixelNormed z, concatenated with the PixelNormed embedding of c when `c_dim` > 0 (the reference's
     conditioning). With z_dim 0 it maps c alone (the discriminator's label mapping).
 
+    Unlike the reference, c gets an extra entry that is always 1 before the embedding, so the
+    embedding is affine with an offset as large as its weights from the start. The reference's
+    linear embedding, zero bias at first, is then normalised, which keeps only the direction of
+    c * k: every positive value of a continuous label (a slice level, an age) gives the same
+    embedding until the bias has grown. One-hot labels lose nothing either way.
+
     `w_avg` (non-trainable, only with `track_w_avg`) is the running mean of w, updated by the trainer
     and used for the truncation trick: w' = w_avg + psi * (w - w_avg).
     Shapes: z [B, z_dim], c [B, c_dim] -> w [B, w_dim]
@@ -49,7 +55,7 @@ class MappingNetwork(keras.layers.Layer):
         batch = z_shape[0]
         self.norm.build((batch, max(self.z_dim, self.w_dim)))
         if self.embed is not None:
-            self.embed.build((batch, self.c_dim))
+            self.embed.build((batch, self.c_dim + 1))
         shape = (batch, self.z_dim + (self.w_dim if self.c_dim else 0))
         for layer in self.dense:
             layer.build(shape)
@@ -64,7 +70,9 @@ class MappingNetwork(keras.layers.Layer):
         if self.c_dim:
             if c is None:
                 raise ValueError(f"this network is conditional: it needs a label c [batch, {self.c_dim}]")
-            parts.append(self.norm(self.embed(ops.cast(c, self.compute_dtype))))                  # [B, w]
+            c = ops.cast(c, self.compute_dtype)
+            c = ops.concatenate([c, ops.ones_like(c[:, :1])], axis=-1)                            # [B, c + 1]
+            parts.append(self.norm(self.embed(c)))                                                # [B, w]
         x = ops.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]                       # [B, z + w]
         for layer in self.dense:
             x = layer(x)

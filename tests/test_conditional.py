@@ -42,8 +42,10 @@ def normalize_2nd_moment(x):
 
 
 def mapping(network, z, c):
-    """The reference MappingNetwork.forward: concat(norm(z), norm(embed(c))), then the fc layers."""
+    """The reference MappingNetwork.forward: concat(norm(z), norm(embed(c))), then the fc layers;
+    here c has an always-1 entry appended before the embedding (generator.MappingNetwork)."""
     parts = [normalize_2nd_moment(z)] if z is not None else []
+    c = np.concatenate([c, np.ones([len(c), 1], c.dtype)], axis=1)
     parts.append(normalize_2nd_moment(dense(network.embed, c, lrelu=False)))
     x = np.concatenate(parts, axis=1)
     for layer in network.dense:
@@ -55,10 +57,24 @@ def test_the_label_embedding_joins_z_in_the_mapping_network_as_the_reference():
     g, _ = make_networks(TINY.replace(c_dim=3))
     randomise(g.mapping)
     z, c = RNG.standard_normal([5, 8]).astype(np.float32), RNG.standard_normal([5, 3]).astype(np.float32)
-    assert g.mapping.embed.kernel.shape == (3, 8) and g.mapping.dense[0].kernel.shape == (16, 8)
+    assert g.mapping.embed.kernel.shape == (4, 8) and g.mapping.dense[0].kernel.shape == (16, 8)
     np.testing.assert_allclose(g.mapping(z, c).numpy(), mapping(g.mapping, z, c), rtol=1e-4, atol=1e-5)
-    images = [g(z, c_row[None].repeat(5, 0), noise_mode="const").numpy() for c_row in np.eye(3, dtype=np.float32)]
-    assert np.abs(images[0] - images[1]).mean() > 1e-3          # the label changes the image
+    fresh, _ = make_networks(TINY.replace(c_dim=3))                     # weights at their initial scales
+    images = [fresh(z, row[None].repeat(5, 0), noise_mode="const").numpy() for row in np.eye(3, dtype=np.float32)]
+    assert np.abs(images[0] - images[1]).mean() > 0.05 * np.abs(images[0]).mean()     # the label changes the image
+
+
+def test_a_continuous_label_keeps_its_value_through_the_normalised_embedding_from_the_start():
+    # The reference's embedding normalises c * k (zero bias at first): every positive level is the
+    # same vector. With the always-1 entry, levels 0.25 and 1 start apart in G's w and D's cmap.
+    g, d = make_networks(TINY.replace(c_dim=1))
+    z = np.repeat(RNG.standard_normal([1, 8]).astype(np.float32), 2, axis=0)
+    levels = np.asarray([[0.25], [1.0]], np.float32)
+    cosine = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
+    w, cmap = g.mapping(z, levels).numpy(), d.mapping(None, levels).numpy()
+    assert cosine(*w) < 0.999 and cosine(*cmap) < 0.99
+    reference = normalize_2nd_moment(levels @ g.mapping.embed.kernel.numpy()[:1])         # without the 1
+    assert cosine(*reference) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_the_projection_discriminator_scores_its_features_against_the_mapped_label():
