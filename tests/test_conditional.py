@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 import evaluation
@@ -130,8 +131,9 @@ def test_a_conditional_step_trains_the_label_paths_of_both_networks():
     before = {v.path: v.numpy() for v in gan.generator.mapping.embed.weights + gan.discriminator.mapping.weights}
     images = (RNG.random([4, 8, 8, 1]) * 2 - 1).astype(np.float32)
     c = np.eye(2, dtype=np.float32)[[0, 1, 0, 1]]
+    batch = tuple(tf.constant(x) for x in (images, c, c[::-1]))
     for _ in range(2):
-        logs = gan.train_step((images, c, c[::-1]))
+        logs = gan.train_step(batch)
     assert np.isfinite(float(logs["d_loss"])) and np.isfinite(float(logs["g_loss"]))
     after = {v.path: v.numpy() for v in gan.generator.mapping.embed.weights + gan.discriminator.mapping.weights}
     moved = [k for k in before if "kernel" in k and not np.allclose(before[k], after[k])]

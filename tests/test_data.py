@@ -303,7 +303,7 @@ def test_cache_hit_and_misses(comp3710, tmp_path, monkeypatch):
     cache = str(tmp_path / "cache")
     calls = counting_decoder(monkeypatch)
     first = data.load_slices(str(comp3710), 16, cache)
-    assert len(calls) == 6 and len(os.listdir(cache)) == 1
+    assert len(calls) == 6 and len(os.listdir(cache)) == 2                # the slices and each file's count
 
     def fail(path, resolution):
         raise AssertionError("decoded although the cache should have been used")
@@ -323,7 +323,7 @@ def test_cache_hit_and_misses(comp3710, tmp_path, monkeypatch):
 def test_corrupt_cache_file_is_a_miss(comp3710, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     first = data.load_slices(str(comp3710), 16, str(cache))
-    (path,) = cache.iterdir()
+    (path,) = cache.glob("*.npy")
     path.write_bytes(path.read_bytes()[:100])              # as if the disk filled up mid-write
     calls = counting_decoder(monkeypatch)
     np.testing.assert_array_equal(data.load_slices(str(comp3710), 16, str(cache)), first)
@@ -364,7 +364,7 @@ def test_the_sources_of_a_volume_count_its_kept_slices(tmp_path):
 def test_clear_cache_deletes_only_its_own_files(comp3710, tmp_path):
     cache = tmp_path / "cache"
     data.load_slices(str(comp3710), 16, str(cache))
-    (own,) = cache.iterdir()
+    own, counts = sorted(cache.iterdir(), key=lambda p: p.suffix == ".json")    # slices-*.npy, slices-*.counts.json
     stray = cache / f"{own.name}.tmp-4242-0123abcd"         # left by a killed write
     stray.write_bytes(b"partial")
     outside = tmp_path / "precious.npy"
@@ -372,7 +372,7 @@ def test_clear_cache_deletes_only_its_own_files(comp3710, tmp_path):
     (cache / "slices-0123456789abcdef0123.npy").symlink_to(outside)
     (cache / "notes.npy").write_bytes(b"keep")
     (cache / "README").write_text("keep")
-    assert data.clear_cache(str(cache)) == sorted([str(own), str(stray)])
+    assert data.clear_cache(str(cache)) == sorted([str(own), str(counts), str(stray)])
     assert sorted(os.listdir(cache)) == ["README", "notes.npy", "slices-0123456789abcdef0123.npy"]
     assert outside.read_bytes() == b"keep"
     assert data.clear_cache(str(tmp_path / "absent")) == []
