@@ -192,7 +192,9 @@ def evaluate_run(paths, reference, num_images=None, seed=0, inception_weights=No
         gan, _ = runs.load_for_inference(paths, checkpoint)
         g, images_seen = gan.generator_ema, int(gan.images_seen.numpy())
     # A conditional generator draws its labels from the reference slices' own.
-    spec = sampling.label_spec(g, sampling.exported_labels_path(exported) if exported else paths.labels_file)
+    spec = None
+    if g.c_dim:
+        spec = sampling.label_spec(g, sampling.exported_labels_path(exported) if exported else paths.labels_file)
     if spec is None:
         reals, real_c = load_reference(reference, g.resolution, paths.cache, g.channels), None
     else:

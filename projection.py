@@ -598,8 +598,9 @@ def unique_names(names):
 def load_networks(output_dir, checkpoint="auto", exported=None):
     """(EMA generator, discriminator or None). From an exported .keras generator (no discriminator),
     else from the run's `checkpoint` (`runs.choose_checkpoint`: best, latest, a step or a path)."""
-    g, d = (sampling.load_exported(exported), None) if exported else None, None
-    if not exported:
+    if exported:
+        g, d = sampling.load_exported(exported), None
+    else:
         gan, _ = runs.load_for_inference(runs.Paths(output_dir), checkpoint)
         g, d = gan.generator_ema, gan.discriminator
     if g.c_dim:

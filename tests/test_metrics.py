@@ -290,9 +290,9 @@ def test_swd_report_is_flat_and_named_by_level(sets):
 
 class FakeGenerator:
     """Stands in for the EMA generator: 16x16 images that are a fixed function of z."""
-    z_dim, resolution, channels = 256, 16, 1
+    z_dim, resolution, channels, c_dim = 256, 16, 1, 0                  # unconditional
 
-    def __call__(self, z, psi=1.0, truncation_cutoff=None, noise_mode="const", noise_seed=None):
+    def __call__(self, z, c=None, psi=1.0, truncation_cutoff=None, noise_mode="const", noise_seed=None):
         return tf.constant(np.tanh(z.reshape(-1, 16, 16, 1)))
 
 
