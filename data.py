@@ -61,6 +61,7 @@ EMPTY_SLICE_FRACTION = 0.01            # ... and a slice with fewer than 1% tiss
 DECODE_WORKERS = 4                     # decoding threads: Pillow and zlib release the GIL; 4 beat 1 and 2
                                        # by 1.3-2x on 2 shared cores (python tools/bench_data.py --decode DIR)
 PROGRESS_SECONDS = 5.0                 # log decoding progress this often
+# The cached slices and each file's slice count, and their temporary files (also older code's).
 CACHE_PATTERN = re.compile(r"^(slices|synthetic)-[0-9a-f]{20}\.(npy|counts\.json)(\.tmp\d+|\.tmp-\d+-[0-9a-f]{8})?$")
 SUBJECT_PATTERNS = (re.compile(r"^case_([^_]+)_"), re.compile(r"^OAS\d_(\d+)_"), re.compile(r"^OASIS_(\d+)_"))
 _SPLIT_FOLDER = re.compile(r"(?:^|[_\-])(train|validate|test)$")
@@ -105,7 +106,8 @@ def load_slices(data_dir, resolution, cache_dir, splits=("train",), channels=1, 
     key = cache_key(files, resolution=resolution, splits=splits, exclude_subjects=sorted(map(str, exclude_subjects)),
                     subjects=None if subjects is None else sorted(map(str, subjects)))
     path = None if cache_dir is None else os.path.join(cache_dir, f"slices-{key}.npy")
-    slices, counts = read_cache(path, resolution), read_counts(path, files)
+    slices = read_cache(path, resolution)
+    counts = read_counts(path, files) if with_sources else None
     if slices is not None and (counts is not None or not with_sources):
         logging.info("data: cache hit, %d slices at %dx%d from %s", len(slices), resolution, resolution, path)
     else:

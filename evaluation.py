@@ -154,12 +154,12 @@ def reference_parts(data_dir, splits=("train",), eval_dir=None, eval_splits=("va
 
 
 def load_reference(parts, resolution, cache_dir, channels=1, spec=None):
-    """The real slices of every (folder, splits, subjects) part, together: uint8 [N, R, R, C]. With a
-    label definition `spec` (a conditional model), also their labels [N, c_dim]: (images, labels),
-    without the slices that have no label (labels.encode_sources)."""
+    """The real slices of every (folder, splits, subjects) part, together, and their labels under the
+    label definition `spec` (a conditional model's; without the slices that have none,
+    labels.encode_sources): (uint8 [N, R, R, C], float32 [N, c_dim] or None)."""
     if spec is None:
         return np.concatenate([data.load_slices(folder, resolution, cache_dir, splits=splits, channels=channels,
-                                                subjects=subjects) for folder, splits, subjects in parts])
+                                                subjects=subjects) for folder, splits, subjects in parts]), None
     images, sources = [], []
     for folder, splits, subjects in parts:
         part, part_sources = data.load_slices(folder, resolution, cache_dir, splits=splits, channels=channels,
@@ -195,10 +195,7 @@ def evaluate_run(paths, reference, num_images=None, seed=0, inception_weights=No
     spec = None
     if g.c_dim:
         spec = sampling.label_spec(g, sampling.exported_labels_path(exported) if exported else paths.labels_file)
-    if spec is None:
-        reals, real_c = load_reference(reference, g.resolution, paths.cache, g.channels), None
-    else:
-        reals, real_c = load_reference(reference, g.resolution, paths.cache, g.channels, spec)
+    reals, real_c = load_reference(reference, g.resolution, paths.cache, g.channels, spec)
     reals = pixels.to_unit_range(reals)
     count = num_images or max(len(reals), MIN_IMAGES)
     fake_c = labels.draw(real_c, count, seed)

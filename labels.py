@@ -202,9 +202,8 @@ def build(names, sources, table=None, missing="error"):
     rows, columns = read_table(table) if covariates else ({}, [])
     subjects = [subject_key(p) for p, _, _ in sources]
     keep = np.ones(len(sources), bool)
-    texts = {}
-    for name in covariates:
-        source = table_column(name, columns, table)
+    texts, sources_of = {}, {name: table_column(name, columns, table) for name in covariates}
+    for name, source in sources_of.items():
         texts[name] = [rows.get(s, {}).get(source, "") for s in subjects]
         lacking = sorted({s for s, t in zip(subjects, texts[name]) if not t})
         if lacking and missing == "error":
@@ -219,7 +218,7 @@ def build(names, sources, table=None, missing="error"):
         if name == SLICE:
             spec_columns.append(Column(SLICE, SLICE))
             continue
-        source = table_column(name, columns, table)
+        source = sources_of[name]
         values = [t for t, k in zip(texts[name], keep) if k]
         numbers = [_number(t) for t in values]
         bad = sorted({t for t, v in zip(values, numbers) if v is None})

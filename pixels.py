@@ -2,8 +2,9 @@
 
 Lives here: `to_unit_range` (uint8 -> [-1, 1]), `to_zero_one` ([-1, 1] -> [0, 1], clipped),
 `to_byte_range` ([-1, 1] -> [0, 255] floats, what ImageNet networks' preprocessing expects),
-`to_uint8` ([-1, 1] -> uint8) and `quantize` ([0, 255] floats -> uint8). They work on NumPy arrays and on TensorFlow tensors alike. Not here: decoding or
-scaling MRI intensities (data.py), drawing (visualize.py).
+`to_uint8` ([-1, 1] -> uint8) and `quantize` ([0, 255] floats -> uint8). They work on NumPy arrays
+and on TensorFlow tensors alike. Not here: decoding or scaling MRI intensities (data.py), drawing
+(visualize.py).
 """
 
 import numpy as np

@@ -34,6 +34,7 @@ from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState
 
 import atomic
 import data
+import labels
 from config import Config
 from gan import build_gan
 
@@ -82,7 +83,7 @@ class Paths:
     @property
     def labels_file(self):
         """A conditional run's label definition (labels.LabelSpec), beside its configuration."""
-        return os.path.join(self.checkpoints, "labels.json")
+        return os.path.join(self.checkpoints, labels.LABEL_FILE)
 
     @property
     def history_file(self):
@@ -633,7 +634,7 @@ def _delete_checkpoint_files(paths, leftovers_only):
         data_match = _CKPT_DATA.match(entry.name)
         leftover = (_INDEX_TEMP.match(entry.name) or _JSON_TEMP.match(entry.name)
                     or (data_match and data_match.group(1) not in indexed))
-        own = leftover or _CKPT_INDEX.match(entry.name) or data_match or entry.name in ("checkpoint", CONFIG_FILE)
+        own = leftover or _CKPT_INDEX.match(entry.name) or data_match or entry.name in ("checkpoint", CONFIG_FILE, labels.LABEL_FILE)
         if leftover or (own and not leftovers_only):
             os.remove(entry.path)
             deleted.append(entry.path)

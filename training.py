@@ -341,7 +341,7 @@ def load_training_slices(config, options, paths):
         if spec is None:
             raise RunError(f"this run is conditional but {paths.labels_file} is missing: it defines what the labels "
                            f"mean; put it back from a backup or a copy of the run")
-    if options.resume and options.condition and [n for n in options.condition] != (spec.names if spec else []):
+    if options.resume and options.condition and list(options.condition) != (spec.names if spec else []):
         raise RunError(f"--condition {','.join(options.condition)} differs from the run being resumed "
                        f"({','.join(spec.names) if spec else 'unconditional'}); leave --condition out to resume it")
     load = functools.partial(data.load_slices, options.data_dir, config.resolution, paths.cache,
@@ -387,9 +387,8 @@ def _train_locked(config, options, explicit, paths, strategy):
                        f"add data or lower --batch_size")
     reference = reference_c = None
     if options.eval_kimg > 0:
-        reference = evaluation.load_reference(options.reference_parts, config.resolution, paths.cache,
-                                              config.channels, spec)
-        reference, reference_c = reference if spec else (reference, None)
+        reference, reference_c = evaluation.load_reference(options.reference_parts, config.resolution, paths.cache,
+                                                           config.channels, spec)
         logging.info("evaluating %s every %g kimg against %d real slices", ", ".join(options.eval_metrics),
                      options.eval_kimg, len(reference))
 
@@ -414,10 +413,8 @@ def _train_locked(config, options, explicit, paths, strategy):
         logging.info("initialised from %s: its generator, EMA and discriminator weights; fresh optimizers and "
                      "counters", source)
     atomic.write_json(paths.config_file, dataclasses.asdict(config))
-    if spec:
+    if spec:                                   # read only for a configuration with c_dim > 0
         labels.save(spec, paths.labels_file)
-    elif os.path.exists(paths.labels_file):
-        os.remove(paths.labels_file)           # left by a conditional run that never saved a checkpoint
 
     steps_done = int(gan.images_seen.numpy()) // config.batch_size
     # fit() runs whole executions of steps_per_execution steps, so ticks and the run end on multiples of it.

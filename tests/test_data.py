@@ -128,7 +128,8 @@ def test_the_evaluation_reference_is_the_validate_split_and_the_held_out_subject
     parts = held_out.reference_parts
     assert parts == [(str(comp3710), ("validate",), None), (str(comp3710), ("train",), ("2",))]
     # Subject 004 (validate, 154) and the held-out training subject 002 (102), never the others.
-    assert values_of(evaluation.load_reference(parts, 16, None)) == [102, 102, 154, 154]
+    images, c = evaluation.load_reference(parts, 16, None)
+    assert values_of(images) == [102, 102, 154, 154] and c is None
     assert training.RunOptions(data_dir=str(comp3710)).reference_parts == \
         [(str(comp3710), ("validate",), None)]
     # A folder without split folders: every slice, as before; no data: the phantom.

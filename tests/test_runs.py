@@ -270,7 +270,7 @@ def a_run_folder(tmp_path):
     paths = runs.Paths(str(tmp_path / "run"))
     ck = paths.checkpoints
     files = {
-        "ours": ["ckpt-2.index", "ckpt-2.data-00000-of-00001", "checkpoint", "config.json"],
+        "ours": ["ckpt-2.index", "ckpt-2.data-00000-of-00001", "checkpoint", "config.json", "labels.json"],
         "leftovers": ["checkpoint.tmp3f2a9c", "ckpt-1.data-00000-of-00001", "config.json.tmp4242",
                       "ckpt-3_temp/part-00000-of-00001.data-00000-of-00001", "ckpt-3_temp/part-00000-of-00001.index"],
         "foreign": ["notes.txt", "ckpt-2.index.bak"],
