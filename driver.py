@@ -84,8 +84,8 @@ flags.DEFINE_enum("load", None, ["weights"], "`--load weights` resumes from the 
 flags.DEFINE_enum("clear", None, list(runs.CLEARABLE),
                   "Delete, then exit (add --mode or --load to go on afterwards): samples: the sample images "
                   "(samples/, generated/); cache: the decoded-data cache (cache/); both: samples and cache, "
-                  "never checkpoints; checkpoints: the run itself (checkpoints/ckpt-*, its index, config.json, labels.json, "
-                  "logs/history.json, leftovers of killed saves), so that a new run can start in --output_dir. "
+                  "never checkpoints; checkpoints: the run itself (checkpoints/ckpt-*, its index, config.json, "
+                  "labels.json, logs/history.json, leftovers of killed saves), so that a new run can start in --output_dir. "
                   "Only files this program writes are deleted; links are never followed.")
 # Where.
 flags.DEFINE_string("output_dir", ".", "Folder for checkpoints/, samples/, cache/, logs/, generated/, exports/.")
@@ -372,7 +372,7 @@ def requested_label(spec):
         return None, {}
     values = labels.parse_request(spec, FLAGS.condition, optional=[FLAGS.sweep] if FLAGS.sweep else [])
     swept = labels.find_column(spec, FLAGS.sweep) if FLAGS.sweep else None
-    if swept and swept.name not in values:                         # the sweep's first value stands in for it
+    if swept is not None and swept.name not in values:             # the sweep's first value stands in for it
         values[swept.name] = labels.sweep_values(swept, FLAGS.sweep_steps)[0]
     return labels.encode_values(spec, values), values
 

@@ -634,7 +634,8 @@ def _delete_checkpoint_files(paths, leftovers_only):
         data_match = _CKPT_DATA.match(entry.name)
         leftover = (_INDEX_TEMP.match(entry.name) or _JSON_TEMP.match(entry.name)
                     or (data_match and data_match.group(1) not in indexed))
-        own = leftover or _CKPT_INDEX.match(entry.name) or data_match or entry.name in ("checkpoint", CONFIG_FILE, labels.LABEL_FILE)
+        own = (leftover or _CKPT_INDEX.match(entry.name) or data_match
+               or entry.name in ("checkpoint", CONFIG_FILE, labels.LABEL_FILE))
         if leftover or (own and not leftovers_only):
             os.remove(entry.path)
             deleted.append(entry.path)
