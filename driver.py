@@ -85,7 +85,8 @@ flags.DEFINE_enum("clear", None, list(runs.CLEARABLE),
                   "Delete, then exit (add --mode or --load to go on afterwards): samples: the sample images "
                   "(samples/, generated/); cache: the decoded-data cache (cache/); both: samples and cache, "
                   "never checkpoints; checkpoints: the run itself (checkpoints/ckpt-*, its index, config.json, "
-                  "labels.json, logs/history.json, leftovers of killed saves), so that a new run can start in --output_dir. "
+                  "labels.json, logs/history.json, leftovers of killed saves), so that a new run can start in "
+                  "--output_dir. "
                   "Only files this program writes are deleted; links are never followed.")
 # Where.
 flags.DEFINE_string("output_dir", ".", "Folder for checkpoints/, samples/, cache/, logs/, generated/, exports/.")
