@@ -186,7 +186,11 @@ flags.DEFINE_list("metrics", None, "evaluate: the metrics to compute, from "
                   + "; ".join(f"{k}: {v}" for k, v in evaluation.METRICS.items())
                   + ". Default: every one that runs offline (fid, kid and pr only with InceptionV3 weights).")
 flags.DEFINE_list("eval_metrics", ["swd"], "train: the metrics of each periodic evaluation (--eval_kimg), from "
-                  + ", ".join(evaluation.METRICS) + "; must include swd, which picks the best checkpoint.")
+                  + ", ".join(evaluation.METRICS) + " (swd is always computed).")
+flags.DEFINE_enum("best_by", "swd_each", list(evaluation.BEST_BY), "train: the periodic score that picks the best "
+                  "checkpoint (lowest wins): swd_each = SWD with ProGAN's per-set normalisation (what papers report; "
+                  "the default), swd = this project's (also counts a brightness shift), fid or kid (add them to "
+                  "--eval_metrics).")
 flags.DEFINE_string("inception_weights", None, "evaluate: local InceptionV3 'notop' .h5 weights for FID/KID/precision/"
                     "recall when Keras cannot download them (without either, those metrics are skipped).")
 
@@ -225,8 +229,8 @@ HELP_GROUPS = {
     "generation": ["checkpoint", "exported", "seeds", "first_seed", "num_images", "psi", "truncation_cutoff",
                    "noise_mode", "mix_rows", "mix_cols", "mix_layers", "outdir", "projected_w", "sweep", "sweep_steps"],
     "conditioning": ["condition", "labels", "labels_missing"],
-    "evaluation": ["eval_kimg", "eval_metrics", "eval_images", "eval_dir", "eval_splits", "eval_subjects", "metrics",
-                   "inception_weights"],
+    "evaluation": ["eval_kimg", "eval_metrics", "best_by", "eval_images", "eval_dir", "eval_splits", "eval_subjects",
+                   "metrics", "inception_weights"],
     "projection": ["target", "target_dir", "project_space", "project_steps", "project_batch", "project_distance",
                    "project_noise", "project_seed", "vgg16_weights"],
 }
@@ -281,16 +285,18 @@ def run_options():
     if FLAGS.init_from and FLAGS.load:
         raise ValueError("--init_from starts a new run from another run's weights; --load weights resumes the run "
                          "in --output_dir: give one of them")
-    eval_metrics = evaluation.check_metrics(FLAGS.eval_metrics, "--eval_metrics")
-    if "swd" not in eval_metrics:
-        raise ValueError("--eval_metrics must include swd: it picks the best checkpoint")
+    eval_metrics = evaluation.check_metrics(["swd", *FLAGS.eval_metrics], "--eval_metrics")
+    if FLAGS.best_by in ("fid", "kid") and FLAGS.best_by not in eval_metrics:
+        raise ValueError(f"--best_by {FLAGS.best_by} needs it in --eval_metrics: add it (--eval_metrics "
+                         f"{','.join(eval_metrics + (FLAGS.best_by,))}) or choose --best_by swd_each")
     return training.RunOptions(
         output_dir=FLAGS.output_dir, data_dir=FLAGS.data_dir, splits=tuple(FLAGS.splits),
         tick_kimg=FLAGS.tick_kimg, keep_checkpoints=FLAGS.keep_checkpoints, resume=FLAGS.load == "weights",
         strategy=FLAGS.strategy, exclude_subjects=tuple(FLAGS.exclude_subjects),
         progress=sys.stderr.isatty(), eval_kimg=FLAGS.eval_kimg, eval_dir=FLAGS.eval_dir,
         eval_splits=tuple(FLAGS.eval_splits), eval_subjects=tuple(FLAGS.eval_subjects or FLAGS.exclude_subjects),
-        eval_images=FLAGS.eval_images, eval_metrics=eval_metrics, inception_weights=FLAGS.inception_weights,
+        eval_images=FLAGS.eval_images, eval_metrics=eval_metrics, best_by=FLAGS.best_by,
+        inception_weights=FLAGS.inception_weights,
         init_from=FLAGS.init_from, steps_per_execution=FLAGS.steps_per_execution,
         condition=tuple(labels.parse_names(FLAGS.condition)) if FLAGS.mode == "train" else (),
         labels=FLAGS.labels, labels_missing=FLAGS.labels_missing)

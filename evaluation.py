@@ -49,6 +49,8 @@ METRICS = {
     "pr": "precision and recall in Inception features (needs InceptionV3 weights; higher is better)",
 }
 INCEPTION_METRICS = ("fid", "kid", "pr")
+# --best_by: the periodic score (a logs/history.json key, lower is better) that picks the best checkpoint
+BEST_BY = {"swd_each": "swd_each_avg", "swd": "swd_avg", "fid": "fid", "kid": "kid"}
 
 
 def check_metrics(names, flag="--metrics"):
@@ -231,7 +233,7 @@ def evaluate_run(paths, reference, num_images=None, seed=0, inception_weights=No
 
 
 def plot_swd_curve(paths):
-    """The run's periodic held-out SWD (logs/history.json) against kimg, best marked, as
+    """The run's periodic held-out SWD, both normalisations (logs/history.json), against kimg, best marked, as
     `evaluation/swd_curve.png`; returns its path, or None for a run trained without --eval_kimg."""
     try:
         with open(paths.history_file) as f:
@@ -241,6 +243,9 @@ def plot_swd_curve(paths):
     if not history:
         return None
     path = os.path.join(paths.evaluation, "swd_curve.png")
-    visualize.plot_curve(path, [h["kimg"] for h in history], [h["swd_avg"] for h in history],
-                         "held-out SWD x1e3 (lower is better)", marked=[h["kimg"] for h in history if h.get("best")])
+    curves = {f"held-out SWD x1e3, {label}'s normalisation": [h[key] for h in history]
+              for key, label in (("swd_each_avg", "ProGAN"), ("swd_avg", "this project"))
+              if all(key in h for h in history)}
+    visualize.plot_curve(path, [h["kimg"] for h in history], curves,
+                         marked=[h["kimg"] for h in history if h.get("best")])
     return path

@@ -492,20 +492,21 @@ class Checkpointer:
         self.check_finite(step)
         return self.manager.save(checkpoint_number=step)
 
-    def save_best(self, step, kimg, swd):
-        """Keep this state as the best (lowest held-out SWD) when it beats the best so far, in
-        checkpoints/best/, which rotation never touches. The new files are written first and
-        best.json, which names them, is then replaced atomically; the old files go last. So a kill at
-        any moment leaves best.json naming a complete checkpoint. Returns True if this state was kept."""
+    def save_best(self, step, kimg, score, metric="swd_each_avg"):
+        """Keep this state as the best (lowest held-out `metric`) when it beats the best so far, in
+        checkpoints/best/, which rotation never touches; a best chosen by another metric (a run resumed
+        with another --best_by) is replaced. The new files are written first and best.json, which names
+        them, is then replaced atomically; the old files go last. So a kill at any moment leaves
+        best.json naming a complete checkpoint. Returns True if this state was kept."""
         best = read_best(self.directory)
-        if best is not None and best["swd_avg"] <= swd:
+        if best is not None and best["metric"] == metric and best["score"] <= score:
             return False
         folder = os.path.join(self.directory, BEST_FOLDER)
         os.makedirs(folder, exist_ok=True)
         name = f"ckpt-{step}"
         self.checkpoint.write(os.path.join(folder, name))
-        atomic.write_json(os.path.join(folder, BEST_FILE), {"kimg": kimg, "swd_avg": swd, "step": step,
-                                                                "checkpoint": name})
+        atomic.write_json(os.path.join(folder, BEST_FILE), {"kimg": kimg, "metric": metric, "score": score,
+                                                                "step": step, "checkpoint": name})
         for entry in os.scandir(folder):
             if entry.name.startswith("ckpt-") and not entry.name.startswith(name + "."):
                 os.remove(entry.path)
@@ -659,13 +660,15 @@ def _delete_checkpoint_files(paths, leftovers_only):
 
 
 def read_best(directory):
-    """{"kimg", "swd_avg", "step", "checkpoint" (its prefix)} of the run's best checkpoint, or None."""
+    """{"kimg", "metric", "score", "step", "checkpoint" (its prefix)} of the run's best checkpoint, or None."""
     path = os.path.join(directory, BEST_FOLDER, BEST_FILE)
     try:
         with open(path) as f:
             best = json.load(f)
     except (OSError, ValueError):
         return None
+    if "metric" not in best:                    # written before --best_by: chosen by this project's SWD
+        best["metric"], best["score"] = "swd_avg", best.pop("swd_avg")
     best["checkpoint"] = os.path.join(directory, BEST_FOLDER, best["checkpoint"])
     return best if os.path.exists(best["checkpoint"] + ".index") else None
 

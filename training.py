@@ -56,7 +56,8 @@ class RunOptions:
     eval_splits: tuple = ("validate",)
     eval_subjects: tuple = ()         # evaluate against only these subjects (e.g. the held-out ones)
     eval_images: int = 500            # generated images per periodic evaluation
-    eval_metrics: tuple = ("swd",)    # evaluation.METRICS computed then; swd picks the best checkpoint
+    eval_metrics: tuple = ("swd",)    # evaluation.METRICS computed then (swd always)
+    best_by: str = "swd_each"         # evaluation.BEST_BY: the score that picks the best checkpoint
     inception_weights: str | None = None   # local InceptionV3 weights for fid, kid, pr in eval_metrics
     init_from: str | None = None      # a new run starts from this run's weights (runs.initialize_from)
     steps_per_execution: int = 1      # training steps per call into TensorFlow; the results do not change
@@ -231,13 +232,14 @@ class TickOutputs(keras.callbacks.Callback):
         visualize.save_grid(os.path.join(self.paths.samples, name), samples)
         visualize.save_grid(os.path.join(self.paths.samples, "latest.png"), samples)
         visualize.plot_history(os.path.join(self.paths.samples, "losses.png"), self.history,
-                               extra=("swd_avg", "fid", "kid", "diversity_generated", "r1", "gp", "pl", "augment_p",
-                                      "ada_rt"))
+                               extra=(("swd_avg", "swd_each_avg"), "fid", "kid", "diversity_generated", "r1", "gp",
+                                      "pl", "augment_p", "ada_rt"))
         with self.writer.as_default(step=images):
             for k, v in entry.items():
                 tf.summary.scalar(k, v)
             tf.summary.image("samples", pixels.to_zero_one(samples[:16]), max_outputs=16)
-        if "swd_avg" in entry and self.checkpointer.save_best(self.steps_done(), kimg, entry["swd_avg"]):
+        key = evaluation.BEST_BY[self.options.best_by]
+        if key in entry and self.checkpointer.save_best(self.steps_done(), kimg, entry[key], key):
             entry["best"] = True                        # this tick's state is now checkpoints/best/
         atomic.write_json(self.paths.history_file, self.history)
         path = self.checkpointer.save(self.steps_done())

@@ -60,11 +60,13 @@ def save_gif(path, frames, duration_ms=80):
 
 def plot_history(path, history, keys=("d_loss", "g_loss"), extra=()):
     """Loss curves against thousands of images seen. `history` is a list of per-tick dicts with a
-    'kimg' entry; further panels for `extra` keys (e.g. r1, pl, augment_p, swd) that are present."""
+    'kimg' entry; further panels for `extra` keys (e.g. r1, pl, augment_p, swd; a tuple of keys shares
+    a panel) that are present."""
     if not history:
         return
     kimg = [h["kimg"] for h in history]
-    panels = [list(keys)] + [[k] for k in extra if any(k in h for h in history)]
+    panels = [list(keys)] + [[*k] if isinstance(k, tuple) else [k] for k in extra]
+    panels = [names for names in panels if any(n in h for h in history for n in names)]
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.6 * len(panels)), sharex=True, squeeze=False)
     for ax, names in zip(axes[:, 0], panels):
         for name in names:
@@ -78,11 +80,14 @@ def plot_history(path, history, keys=("d_loss", "g_loss"), extra=()):
     save_figure(path, fig)
 
 
-def plot_curve(path, x, y, label, marked=()):
-    """One metric against kimg, the points at `marked` x values ringed (e.g. the best checkpoint)."""
+def plot_curve(path, x, curves, marked=()):
+    """Metrics against kimg, `curves` {label: values at x}, the points at `marked` x values ringed
+    (e.g. the best checkpoint)."""
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.plot(x, y, marker=".", label=label)
-    ring = [(a, b) for a, b in zip(x, y) if a in set(marked)]
+    ring = []
+    for label, y in curves.items():
+        ax.plot(x, y, marker=".", label=label)
+        ring += [(a, b) for a, b in zip(x, y) if a in set(marked)]
     if ring:
         ax.scatter(*zip(*ring), s=120, facecolors="none", edgecolors="red", label="best")
     ax.set_xlabel("thousands of real images shown to D (kimg)")

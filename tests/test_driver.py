@@ -66,6 +66,8 @@ def test_a_flag_that_conflicts_with_the_checkpoint_is_refused(trained):
     (["--load=weights"], "no checkpoint to load"),
     (["--data_dir=/no/such/folder"], "/no/such/folder"),
     (["--resolution=48"], "power of two"),
+    (["--eval_kimg=0.004", "--best_by=fid"], "--best_by fid needs it in --eval_metrics: add it (--eval_metrics "
+                                             "swd,fid)"),
 ])
 def test_bad_input_is_one_clear_error(tmp_path, args, message):
     result = run(str(tmp_path), *TINY, *args, expect=1)
@@ -124,8 +126,9 @@ def test_the_best_checkpoint_is_kept_and_chosen_by_checkpoint(trained, tmp_path)
     shutil.copytree(trained[0], out)
     history = json.load(open(os.path.join(out, "logs", "history.json")))
     best = json.load(open(os.path.join(out, "checkpoints", "best", "best.json")))
-    assert history[-1].get("best") and best == {"kimg": 0.016, "swd_avg": history[-1]["swd_avg"], "step": STEPS,
-                                                "checkpoint": f"ckpt-{STEPS}"}
+    assert history[-1]["swd_each_avg"] != history[-1]["swd_avg"]         # so the score says which picked it
+    assert history[-1].get("best") and best == {"kimg": 0.016, "metric": "swd_each_avg", "step": STEPS,
+                                                "score": history[-1]["swd_each_avg"], "checkpoint": f"ckpt-{STEPS}"}
     generated = os.path.join(out, "generated")
     pictures = {}
     for which in ("best", "latest", os.path.join(out, "checkpoints", "ckpt-2")):   # the rest: test_runs.py

@@ -310,7 +310,8 @@ def test_evaluate_run_writes_the_report_with_fake_checkpoint_and_reference(tmp_p
     paths = types.SimpleNamespace(evaluation=str(tmp_path / "evaluation"), cache=str(tmp_path / "cache"),
                                   history_file=str(tmp_path / "history.json"))
     with open(paths.history_file, "w") as f:      # a run trained with periodic SWD: evaluate plots its curve
-        json.dump([{"kimg": 0.5, "swd_avg": 9.0}, {"kimg": 1.0, "swd_avg": 7.0, "best": True}, {"kimg": 1.2}], f)
+        json.dump([{"kimg": 0.5, "swd_avg": 9.0, "swd_each_avg": 8.0},
+                   {"kimg": 1.0, "swd_avg": 7.0, "swd_each_avg": 6.0, "best": True}, {"kimg": 1.2}], f)
 
     reference = [("data", ("validate",), None), ("data", ("train",), ("37",))]
     report = evaluation.evaluate_run(paths, reference, inception_weights=str(tmp_path / "missing.h5"))

@@ -374,7 +374,7 @@ def test_the_best_checkpoint_survives_rotation_and_only_a_better_score_replaces_
         checkpointer.save(step)
         checkpointer.save_best(step, step / 1000, swd)
     best = runs.read_best(str(tmp_path))
-    assert (best["step"], best["swd_avg"]) == (3, 40.0)
+    assert (best["step"], best["metric"], best["score"]) == (3, "swd_each_avg", 40.0)
     assert sorted(os.listdir(tmp_path / "best")) == ["best.json", "ckpt-3.data-00000-of-00001", "ckpt-3.index"]
     assert [os.path.basename(p) for p in runs.checkpoints_on_disk(str(tmp_path))] == ["ckpt-4", "ckpt-3"]
     checkpointer.restore(best["checkpoint"])
@@ -382,6 +382,19 @@ def test_the_best_checkpoint_survives_rotation_and_only_a_better_score_replaces_
     # A save killed before best.json moved on leaves new files beside it; best.json still rules.
     checkpointer.checkpoint.write(str(tmp_path / "best" / "ckpt-9"))
     assert runs.read_best(str(tmp_path))["step"] == 3
+
+
+def test_a_best_chosen_by_another_metric_is_replaced_and_old_best_files_still_read(tmp_path):
+    checkpointer = runs.Checkpointer(build_gan(TINY), str(tmp_path))
+    checkpointer.save_best(3, 0.003, 40.0)
+    with open(tmp_path / "best" / "best.json", "w") as f:           # as written before --best_by
+        json.dump({"kimg": 0.003, "swd_avg": 40.0, "step": 3, "checkpoint": "ckpt-3"}, f)
+    assert {k: runs.read_best(str(tmp_path))[k] for k in ("metric", "score", "step")} == \
+        {"metric": "swd_avg", "score": 40.0, "step": 3}
+    assert not checkpointer.save_best(4, 0.004, 41.0, "swd_avg")     # same metric, worse: kept
+    assert checkpointer.save_best(5, 0.005, 90.0, "swd_each_avg")    # another metric: its scores do not compare
+    assert runs.read_best(str(tmp_path))["step"] == 5
+    assert sorted(os.listdir(tmp_path / "best")) == ["best.json", "ckpt-5.data-00000-of-00001", "ckpt-5.index"]
 
 
 def test_choose_checkpoint_names_best_latest_steps_and_paths(tmp_path):

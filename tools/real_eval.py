@@ -129,19 +129,20 @@ def main():
         fakes = sampling.synthesize(gan.generator_ema, range(args.images), noise_mode="random", c=c)
         history_path = os.path.join(run, "logs", "history.json")
         history = json.load(open(history_path)) if os.path.exists(history_path) else []
-        curve = [(h["kimg"], h["swd_avg"]) for h in history if "swd_avg" in h]
-        best = min(curve, key=lambda p: p[1]) if curve else (None, None)
         results[run] = {"kimg": int(gan.images_seen.numpy()) / 1000, **swd_both(reference, fakes),
                         "diversity": round(metrics.mean_pairwise_ms_ssim(fakes), 3),
-                        "levels": thirds(predict_levels(weights, fakes)),
-                        "periodic_best": best, "periodic_final": curve[-1] if curve else None}
+                        "levels": thirds(predict_levels(weights, fakes))}
+        for key in ("swd_avg", "swd_each_avg"):     # the periodic curve's best and last (kimg, score)
+            curve = [(h["kimg"], h[key]) for h in history if key in h]
+            results[run][f"periodic_best_{key}"] = min(curve, key=lambda p: p[1]) if curve else None
+            results[run][f"periodic_final_{key}"] = curve[-1] if curve else None
         print(json.dumps({run: results[run]}), flush=True)
         if args.plot:
             stem = os.path.splitext(args.plot)[0]
             cells = np.concatenate([reference[np.linspace(0, len(reference) - 1, 8).astype(int)], fakes[:24]])
             visualize.save_grid(f"{stem}_{os.path.basename(os.path.normpath(run))}_samples.png", cells, columns=8)
     if args.plot:
-        plot_curves(args.plot, args.runs, results["floor"]["swd_avg"])
+        plot_curves(args.plot, args.runs, results["floor"])
     if args.out:
         atomic.write_json(args.out, results)
 
@@ -150,17 +151,20 @@ def plot_curves(path, runs, floor):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    for run in runs:
-        history = json.load(open(os.path.join(run, "logs", "history.json")))
-        points = [(h["kimg"], h["swd_avg"]) for h in history if "swd_avg" in h]
-        ax.plot(*zip(*points), marker=".", label=os.path.basename(os.path.normpath(run)))
-    ax.axhline(floor, color="gray", linestyle="--", label="real floor (train vs held-out)")
-    ax.set_xlabel("kimg")
-    ax.set_ylabel("SWD x1e3 vs held-out subjects")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    for ax, (key, title) in zip(axes, (("swd_avg", "this project's normalisation"),
+                                       ("swd_each_avg", "ProGAN's normalisation"))):
+        for run in runs:
+            history = json.load(open(os.path.join(run, "logs", "history.json")))
+            points = [(h["kimg"], h[key]) for h in history if key in h]
+            ax.plot(*zip(*points), marker=".", label=os.path.basename(os.path.normpath(run)))
+        ax.axhline(floor[key], color="gray", linestyle="--", label="real floor (train vs held-out)")
+        ax.set_title(title)
+        ax.set_xlabel("kimg")
+        ax.set_ylabel("SWD x1e3 vs held-out subjects")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
