@@ -492,10 +492,10 @@ class Checkpointer:
         self.check_finite(step)
         return self.manager.save(checkpoint_number=step)
 
-    def save_best(self, step, kimg, score, metric="swd_each_avg"):
-        """Keep this state as the best (lowest held-out `metric`) when it beats the best so far, in
-        checkpoints/best/, which rotation never touches; a best chosen by another metric (a run resumed
-        with another --best_by) is replaced. The new files are written first and best.json, which names
+    def save_best(self, step, kimg, score, metric):
+        """Keep this state as the best (lowest held-out `metric`, a logs/history.json key such as
+        swd_each_avg) when it beats the best so far, in checkpoints/best/, which rotation never touches;
+        a best chosen by another metric (a run resumed with another --best_by) is replaced. The new files are written first and best.json, which names
         them, is then replaced atomically; the old files go last. So a kill at any moment leaves
         best.json naming a complete checkpoint. Returns True if this state was kept."""
         best = read_best(self.directory)

@@ -372,7 +372,7 @@ def test_the_best_checkpoint_survives_rotation_and_only_a_better_score_replaces_
         kernel.assign(kernel + 1.0)
         values[step] = kernel.numpy()
         checkpointer.save(step)
-        checkpointer.save_best(step, step / 1000, swd)
+        checkpointer.save_best(step, step / 1000, swd, "swd_each_avg")
     best = runs.read_best(str(tmp_path))
     assert (best["step"], best["metric"], best["score"]) == (3, "swd_each_avg", 40.0)
     assert sorted(os.listdir(tmp_path / "best")) == ["best.json", "ckpt-3.data-00000-of-00001", "ckpt-3.index"]
@@ -386,7 +386,7 @@ def test_the_best_checkpoint_survives_rotation_and_only_a_better_score_replaces_
 
 def test_a_best_chosen_by_another_metric_is_replaced_and_old_best_files_still_read(tmp_path):
     checkpointer = runs.Checkpointer(build_gan(TINY), str(tmp_path))
-    checkpointer.save_best(3, 0.003, 40.0)
+    checkpointer.save_best(3, 0.003, 40.0, "swd_each_avg")
     with open(tmp_path / "best" / "best.json", "w") as f:           # as written before --best_by
         json.dump({"kimg": 0.003, "swd_avg": 40.0, "step": 3, "checkpoint": "ckpt-3"}, f)
     assert {k: runs.read_best(str(tmp_path))[k] for k in ("metric", "score", "step")} == \
@@ -409,7 +409,7 @@ def test_choose_checkpoint_names_best_latest_steps_and_paths(tmp_path):
     assert runs.choose_checkpoint(paths, os.path.join(paths.checkpoints, "ckpt-5.index")).endswith("ckpt-5")
     with pytest.raises(runs.RunError, match=r"a step \(5\)"):
         runs.choose_checkpoint(paths, "7")
-    checkpointer.save_best(5, 0.02, 33.0)
+    checkpointer.save_best(5, 0.02, 33.0, "swd_each_avg")
     assert runs.choose_checkpoint(paths, "auto") == runs.choose_checkpoint(paths, "best") == \
         os.path.join(paths.checkpoints, "best", "ckpt-5")
 
