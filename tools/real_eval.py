@@ -107,7 +107,7 @@ def main():
     reference = np.concatenate([p[0] for p in parts])
     # Levels are read on the held-out training subjects, not the validate one: that subject is cut over
     # another range of levels (README, "A data note"), so a regressor of the training subjects' levels
-    # cannot read it (correlation 0.2-0.3 in any orientation, against 0.96 on held-out training subjects).
+    # cannot read it (correlation at most 0.34 in any orientation, against 0.96 on held-out training subjects).
     level_images, reference_levels = parts[-1]
 
     # The regressor's penalty is chosen on those subjects, and its error there reported.
