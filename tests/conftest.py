@@ -43,9 +43,19 @@ def mirrored():
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """One tiny run through the real command line: STEPS steps, two ticks (ckpt-2 and ckpt-4), SWD at the
-    end, on the built-in synthetic data. Shared by test_driver.py and test_safety.py: copy it to change it."""
+    """One tiny run through the command line (in this process): STEPS steps, two ticks (ckpt-2 and
+    ckpt-4), SWD at the end, on the built-in synthetic data. Shared by every test that needs a trained
+    run: copy it to change it."""
     from driver_cli import TINY, run
     out = str(tmp_path_factory.mktemp("run"))
     result = run(out, *TINY, "--kimg=0.016", "--eval_kimg=0.016", "--eval_images=16")
     return out, result
+
+
+@pytest.fixture(scope="session")
+def fork_server(tmp_path_factory):
+    """One driver_cli.ForkServer for the session's runs that need a process of their own."""
+    from driver_cli import ForkServer
+    server = ForkServer(str(tmp_path_factory.mktemp("forked")))
+    yield server
+    server.close()

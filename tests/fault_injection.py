@@ -2,7 +2,7 @@
 clean-up, no `finally`) at one file operation of a checkpoint save.
 
     python -c "import fault_injection; fault_injection.main()" --output_dir=... <driver flags>
-    python -c "import fault_injection; fault_injection.serve()"    # many runs, see serve()
+    python -c "import fault_injection; fault_injection.serve()"    # many runs: driver_cli.ForkServer
 
 STYLEGAN_FAULT_AT="S:K" exits with status 9 just before the K-th file operation (from 1) of the S-th
 checkpoint save of this process. STYLEGAN_FAULT_LOG=<file> appends "S:K name" for every operation
@@ -79,7 +79,8 @@ def main():
 def serve():
     """Run many driver.py processes cheaply: import TensorFlow once, then for each job read from stdin
     (one JSON line: {"argv": [...], "env": {...}, "log": path}) fork a child that runs driver.py with
-    its stdout and stderr in `log`, and print {"status": exit status} when it ends. No TensorFlow op
+    its stdout and stderr in `log`, print {"pid": its pid} at once (to signal it) and {"status": exit
+    status, or minus the signal that ended it} when it ends. No TensorFlow op
     runs in this process, so each child starts the runtime itself, as a fresh process would; only
     the 5 s of imports are shared."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -96,6 +97,7 @@ def serve():
         pid = os.fork()
         if pid == 0:
             _child(job)
+        print(json.dumps({"pid": pid}), flush=True)
         _, status = os.waitpid(pid, 0)
         print(json.dumps({"status": os.waitstatus_to_exitcode(status)}), flush=True)
 

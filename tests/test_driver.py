@@ -1,5 +1,7 @@
 """The command line end to end, as a user runs it: train, resume, clear, generate, export, stop and
-crash. Each test runs `python driver.py` as a subprocess on a tiny model (8x8, 4 images a batch)."""
+crash, on a tiny model (8x8, 4 images a batch). Most runs go through `driver.main` in this process
+(driver_cli.run); the signals and the kill fork a process of their own (driver_cli.ForkServer); a
+new interpreter only where that is the point (the README's first command, loading an export)."""
 
 import json
 import os
@@ -7,13 +9,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from driver_cli import STEPS, TINY, checkpoint_variables, command, digest, env, run  # noqa: E402
+from driver_cli import STEPS, TINY, checkpoint_variables, command, digest, env, latest_step, run, wait_for
 
 
 def test_training_writes_checkpoints_samples_plots_logs_and_config(trained):
@@ -97,6 +97,7 @@ def test_clear_deletes_only_the_chosen_outputs_and_never_follows_links(trained, 
     assert os.path.exists(os.path.join(out, "checkpoints", f"ckpt-{STEPS}.index"))
 
 
+@pytest.mark.subprocess
 def test_generate_is_reproducible_and_the_export_loads_in_a_fresh_process(trained, tmp_path):
     out = str(tmp_path / "run")
     shutil.copytree(trained[0], out)
@@ -236,40 +237,24 @@ def test_usage_errors_exit_with_status_2(tmp_path, args):
     assert "Traceback" not in result.stderr and not os.listdir(tmp_path)
 
 
-def wait_for(predicate, process, timeout=300):
-    start = time.time()
-    while not predicate():
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        assert time.time() - start < timeout, "timed out"
-        time.sleep(0.002)
-
-
-def latest_step(out):
-    path = tf.train.latest_checkpoint(os.path.join(out, "checkpoints"))
-    return int(path.rsplit("-", 1)[1]) if path else 0
-
-
-def test_sigterm_saves_and_exits_cleanly(tmp_path):
+def test_sigterm_saves_and_exits_cleanly(fork_server, tmp_path):
     out = str(tmp_path)
-    process = subprocess.Popen(command(out, *TINY, "--kimg=10"), stderr=subprocess.PIPE, text=True, env=env(),
-                               stdin=subprocess.DEVNULL)
+    process = fork_server.start(out, *TINY, "--kimg=10")
     wait_for(lambda: latest_step(out) >= 2, process)
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr[-3000:]
-    assert "stopped by SIGTERM" in stderr
+    assert process.wait() == 0, process.log()[-3000:]
+    assert "stopped by SIGTERM" in process.log()
     assert latest_step(out) >= 2
 
 
-def test_sigkill_at_any_moment_leaves_a_resumable_run(tmp_path):
+def test_sigkill_at_any_moment_leaves_a_resumable_run(fork_server, tmp_path):
     """Kill the process while a checkpoint is being written (TensorFlow writes ckpt-N_temp first), then
     a second time at once after start-up; every time --load weights resumes from a whole checkpoint."""
     out = str(tmp_path)
     ckpt_dir = os.path.join(out, "checkpoints")
     tick_every_step = ["--tick_kimg=0.004"]
     mid_save = False
-    process = subprocess.Popen(command(out, *TINY, *tick_every_step, "--kimg=10"), stderr=subprocess.DEVNULL,
-                               env=env(), stdin=subprocess.DEVNULL)
+    process = fork_server.start(out, *TINY, *tick_every_step, "--kimg=10")
 
     def saving():
         nonlocal mid_save
@@ -278,7 +263,7 @@ def test_sigkill_at_any_moment_leaves_a_resumable_run(tmp_path):
         return mid_save or latest_step(out) >= 12
     wait_for(saving, process)
     process.kill()
-    process.wait()
+    assert process.wait() == -signal.SIGKILL
     killed_at = latest_step(out)
     assert killed_at >= 1
 
@@ -312,3 +297,14 @@ def test_a_slice_conditional_run_generates_a_chosen_level_and_a_sweep(tmp_path):
     assert "slice = 0, 0.333333, 0.666667, 1 across" in result.stderr
     result = run(out, "--mode=generate", "--condition=slice=2", expect=1)
     assert "slice 0 to 1 only" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.subprocess
+def test_the_readmes_first_command_trains_in_a_new_process_and_logs_to_stderr(tmp_path):
+    """`python driver.py` as the quick start types it (in the current folder, no --output_dir), with
+    the tiny model's flags and one tick."""
+    result = subprocess.run(command(None, *TINY, "--kimg=0.008"), capture_output=True,
+                            text=True, timeout=600, env=env(), cwd=str(tmp_path), stdin=subprocess.DEVNULL)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "built-in synthetic" in result.stderr and "done at 0.008 kimg" in result.stderr
+    assert os.path.exists(tmp_path / "checkpoints" / "ckpt-2.index") and result.stdout == ""
