@@ -1,4 +1,5 @@
-"""A run is never lost, through the real command line (`python driver.py` as a subprocess, tiny model):
+"""A run is never lost, through the command line (tiny model; driver_cli's runs in this process, and in
+a fork server where a run needs a process of its own):
 a new run refuses a folder that holds one, two trainings cannot share a folder, a damaged or
 half-saved folder resumes from its newest good checkpoint, a diverged run keeps its last good
 checkpoint and resumes with lower learning rates, file-system problems and impossible settings are
@@ -9,29 +10,20 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from driver_cli import ROOT, TINY, checkpoint_variables, command, digest, env, run
+from driver_cli import TINY, ForkServer, checkpoint_variables, digest, latest_step, run, wait_for
 
 from config import Config
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def copy_of(trained, tmp_path):
     out = str(tmp_path / "run")
     shutil.copytree(trained[0], out)
     return out
-
-
-def latest_step(out):
-    path = tf.train.latest_checkpoint(os.path.join(out, "checkpoints"))
-    return int(path.rsplit("-", 1)[1]) if path else 0
 
 
 def error_lines(stderr):
@@ -64,20 +56,10 @@ def test_a_new_run_refuses_a_folder_that_holds_a_run_until_it_is_cleared(trained
     assert "checkpoints: the run itself" in driver.FLAGS["clear"].help and "never checkpoints" in driver.FLAGS["clear"].help
 
 
-def wait_for(predicate, process, timeout=300):
-    import time
-    start = time.time()
-    while not predicate():
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        assert time.time() - start < timeout, "timed out"
-        time.sleep(0.01)
-
-
-def test_a_second_training_on_the_same_folder_is_refused_while_readers_need_no_lock(trained, tmp_path):
+def test_a_second_training_on_the_same_folder_is_refused_while_readers_need_no_lock(trained, fork_server, tmp_path):
     out = copy_of(trained, tmp_path)
     lock = os.path.join(out, ".lock")
-    first = subprocess.Popen(command(out, "--load=weights", "--kimg=10", "--tick_kimg=0.004"), stderr=subprocess.PIPE,
-                             text=True, env=env(), stdin=subprocess.DEVNULL)
+    first = fork_server.start(out, "--load=weights", "--kimg=10", "--tick_kimg=0.004")
     try:
         wait_for(lambda: os.path.exists(lock) and os.path.getsize(lock), first)   # taken first thing
         assert json.load(open(lock))["pid"] == first.pid
@@ -91,8 +73,7 @@ def test_a_second_training_on_the_same_folder_is_refused_while_readers_need_no_l
         wait_for(lambda: latest_step(out) > 4, first)                         # training, not starting up
     finally:
         first.send_signal(signal.SIGTERM)
-        _, stderr = first.communicate(timeout=300)
-    assert first.returncode == 0, stderr[-3000:]
+    assert first.wait() == 0, first.log()[-3000:]
     assert not os.path.exists(lock)                                       # released by the SIGTERM stop
 
 
@@ -221,37 +202,12 @@ FAULT_RUN = ["--resolution=8", "--channel_base=128", "--channel_max=16", "--z_di
 FAULT_STEPS = 5   # enough: a chain's kills move it on by at most 3 steps before its last run finishes
 
 
-class FaultRuns:
-    """driver.py runs under tests/fault_injection.py, one after another, each a forked child of one
-    server process that has imported TensorFlow once (a run then costs its own work, not 5 s of imports)."""
-
-    def __init__(self, folder):
-        code = f"import sys; sys.path.insert(0, {HERE!r}); import fault_injection; fault_injection.serve()"
-        self.server = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       text=True, env=env(), cwd=ROOT)
-        self.watchdog = threading.Timer(400, self.server.kill)     # a hung child ends the server, and the test
-        self.watchdog.start()
-        os.makedirs(folder, exist_ok=True)
-        self.folder, self.jobs = folder, 0
-
-    def run(self, out, fault=None, *args, log=None):
-        """Exit status (0, or 9 when killed) and the log of one run."""
-        self.jobs += 1
-        job = {"argv": [f"--output_dir={out}", *FAULT_RUN, *args], "log": os.path.join(self.folder, f"job{self.jobs}.log"),
-               "env": {"STYLEGAN_FAULT_AT": fault or "", "STYLEGAN_FAULT_LOG": log or ""}}
-        self.server.stdin.write(json.dumps(job) + "\n")
-        self.server.stdin.flush()
-        reply = self.server.stdout.readline()
-        stderr = open(job["log"]).read() if os.path.exists(job["log"]) else ""
-        assert reply, f"the fault-injection server ended: {stderr[-3000:]}"
-        status = json.loads(reply)["status"]
-        assert status in (0, 9) and "Traceback" not in stderr, stderr[-3000:]
-        return status, stderr
-
-    def close(self):
-        self.watchdog.cancel()
-        self.server.stdin.close()
-        self.server.wait(timeout=60)
+def fault_run(runs, out, fault=None, *args, log=None):
+    """Exit status (0, or 9 when killed) and the log of one FAULT_RUN in the ForkServer `runs`."""
+    child = runs.start(out, *FAULT_RUN, *args, env={"STYLEGAN_FAULT_AT": fault or "", "STYLEGAN_FAULT_LOG": log or ""})
+    status, stderr = child.wait(), child.log()
+    assert status in (0, 9) and "Traceback" not in stderr, stderr[-3000:]
+    return status, stderr
 
 
 def kill_chain(runs, out, operations):
@@ -261,7 +217,7 @@ def kill_chain(runs, out, operations):
     killed = []
     for i, op in enumerate(operations + [None]):
         fault = None if op is None else f"2:{op}" if i == 0 else f"1:{op}"
-        status, stderr = runs.run(out, fault, *([] if i == 0 else ["--load=weights"]))
+        status, stderr = fault_run(runs, out, fault, *([] if i == 0 else ["--load=weights"]))
         if i:
             assert "resumed ckpt-" in stderr, stderr[-3000:]
         if status == 9:
@@ -277,13 +233,13 @@ def test_a_kill_at_every_file_operation_of_a_save_resumes_exactly(tmp_path):
     log = str(tmp_path / "operations.log")
     results = {}
     streams = {
-        "straight": lambda runs: runs.run(str(tmp_path / "straight"), None, log=log),
+        "straight": lambda runs: fault_run(runs, str(tmp_path / "straight"), log=log),
         "odd": lambda runs: kill_chain(runs, str(tmp_path / "odd"), [1, 3, 5, 7, 9]),
         "even": lambda runs: kill_chain(runs, str(tmp_path / "even"), [2, 4, 6, 8]),
     }
 
     def work(name):
-        runs = FaultRuns(str(tmp_path / f"logs-{name}"))
+        runs = ForkServer(str(tmp_path / f"logs-{name}"))
         try:
             results[name] = streams[name](runs)
         except BaseException as e:        # reported by the main thread
