@@ -8,6 +8,7 @@ import socket
 import subprocess
 
 import numpy as np
+import pytest
 
 from driver_cli import checkpoint_variables, command, env, run
 
@@ -30,6 +31,7 @@ def digest_in(log):
     return re.search(r"\(weights ([0-9a-f]{12})\)", log).group(1)
 
 
+@pytest.mark.subprocess
 def test_two_workers_train_like_one_process_and_only_the_chief_writes(tmp_path):
     shared, single, scratch = str(tmp_path / "shared"), str(tmp_path / "single"), tmp_path / "tmp"
     scratch.mkdir()

@@ -308,3 +308,19 @@ def test_the_readmes_first_command_trains_in_a_new_process_and_logs_to_stderr(tm
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert "built-in synthetic" in result.stderr and "done at 0.008 kimg" in result.stderr
     assert os.path.exists(tmp_path / "checkpoints" / "ckpt-2.index") and result.stdout == ""
+
+
+def test_reset_flags_returns_every_flag_to_its_default_and_untyped(tmp_path):
+    """driver_cli.run's reset: without it a flag typed in one call would stay set in the next."""
+    import driver
+    from driver_cli import reset_flags
+    driver.FLAGS(["driver.py", "--resolution=16", "--exclude_subjects=1,2", "--nomirror"])
+    assert driver.FLAGS.resolution == 16 and driver.FLAGS["resolution"].present
+    reset_flags()
+    assert not driver.FLAGS.is_parsed()
+    driver.FLAGS(["driver.py"])
+    assert driver.FLAGS.resolution == driver.DEFAULT.resolution and not driver.FLAGS["resolution"].present
+    assert driver.FLAGS.exclude_subjects == [] and driver.FLAGS.mirror == driver.DEFAULT.mirror
+    reset_flags()
+    result = run(str(tmp_path), "--resolution=48", expect=1)          # a refusal, then a clean slate
+    assert "power of two" in result.stderr and not driver.FLAGS.is_parsed()
