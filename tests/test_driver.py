@@ -142,10 +142,11 @@ def test_the_best_checkpoint_is_kept_and_chosen_by_checkpoint(trained, tmp_path)
     assert "Traceback" not in result.stderr
 
 
-def test_evaluate_writes_a_report_and_skips_inception_metrics_in_one_line(trained, tmp_path):
+def test_evaluate_writes_a_report_and_skips_inception_metrics_in_one_line(trained, eval_slices, tmp_path):
     out = str(tmp_path / "run")
     shutil.copytree(trained[0], out)
-    result = run(out, "--mode=evaluate", "--num_images=16", f"--inception_weights={tmp_path}/missing.h5")
+    result = run(out, "--mode=evaluate", "--num_images=16", f"--inception_weights={tmp_path}/missing.h5",
+                 f"--eval_dir={eval_slices}")
     report = json.load(open(os.path.join(out, "evaluation", "latest.json")))
     assert report["num_generated"] == 16 and report["swd_avg"] > 0 and report["fid"] is None
     assert report["kimg"] == 0.016 and 0 < report["diversity_generated"] <= 1
@@ -155,14 +156,14 @@ def test_evaluate_writes_a_report_and_skips_inception_metrics_in_one_line(traine
     assert os.path.exists(os.path.join(out, "evaluation", "swd_curve.png"))     # trained with --eval_kimg
 
 
-def test_evaluate_computes_the_metrics_named_and_an_exported_generator_scores_the_same(trained, tmp_path):
+def test_evaluate_computes_the_metrics_named_and_an_exported_generator_scores_the_same(trained, eval_slices, tmp_path):
     out = str(tmp_path / "run")
     shutil.copytree(trained[0], out)
-    run(out, "--mode=evaluate", "--num_images=16", "--metrics=swd")
+    run(out, "--mode=evaluate", "--num_images=16", "--metrics=swd", f"--eval_dir={eval_slices}")
     from_checkpoint = json.load(open(os.path.join(out, "evaluation", "latest.json")))
     assert "swd_avg" in from_checkpoint and "fid" not in from_checkpoint and "diversity_real" not in from_checkpoint
     run(out, "--mode=export")
-    run(out, "--mode=evaluate", "--num_images=16", "--metrics=swd",
+    run(out, "--mode=evaluate", "--num_images=16", "--metrics=swd", f"--eval_dir={eval_slices}",
         f"--exported={os.path.join(out, 'exports', 'generator.keras')}")
     exported = json.load(open(os.path.join(out, "evaluation", "report_exported.json")))
     assert exported["kimg"] is None and exported["swd_avg"] == pytest.approx(from_checkpoint["swd_avg"], rel=1e-4)
@@ -190,11 +191,11 @@ def test_generate_takes_seed_lists_truncation_cutoff_mixing_layers_and_outdir(tr
     assert (width, height) == (4 * 10 + 2, 3 * 10 + 2)          # 3 columns and 2 rows of 8x8 cells, plus sources
 
 
-def test_init_from_starts_a_new_run_from_another_runs_weights(trained, tmp_path):
+def test_init_from_starts_a_new_run_from_another_runs_weights(trained, eval_slices, tmp_path):
     source = trained[0]
     out = str(tmp_path / "tuned")
     result = run(out, *TINY, f"--init_from={source}", "--kimg=0.004", "--g_lr=1e-9", "--d_lr=1e-9", "--nomirror",
-                 "--eval_kimg=0.004", "--eval_images=16", "--eval_metrics=swd,msssim")
+                 "--eval_kimg=0.004", "--eval_images=16", "--eval_metrics=swd,msssim", f"--eval_dir={eval_slices}")
     assert f"initialised from {source}/checkpoints/best/ckpt-{STEPS}" in result.stderr
     config = json.load(open(os.path.join(out, "checkpoints", "config.json")))
     assert config["mirror"] is False and config["g_lr"] == 1e-9
