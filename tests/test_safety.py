@@ -10,12 +10,11 @@ import json
 import os
 import shutil
 import signal
-import threading
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from driver_cli import TINY, ForkServer, checkpoint_variables, digest, latest_step, run, wait_for
+from driver_cli import TINY, checkpoint_variables, digest, latest_step, run, wait_for
 
 from config import Config
 
@@ -225,50 +224,35 @@ def kill_chain(runs, out, operations):
     return killed
 
 
-def test_a_kill_at_every_file_operation_of_a_save_resumes_exactly(tmp_path):
-    """Every one of the 9 file operations of a rotating save (see tests/fault_injection.py) in turn:
-    each resume starts from a whole checkpoint, cleans what the kill left, and the end result, step
-    count and every variable, equals an uninterrupted run's. Two chains (odd and even operations) and
-    the uninterrupted run go side by side to use both cores."""
-    log = str(tmp_path / "operations.log")
-    results = {}
-    streams = {
-        "straight": lambda runs: fault_run(runs, str(tmp_path / "straight"), log=log),
-        "odd": lambda runs: kill_chain(runs, str(tmp_path / "odd"), [1, 3, 5, 7, 9]),
-        "even": lambda runs: kill_chain(runs, str(tmp_path / "even"), [2, 4, 6, 8]),
-    }
+@pytest.fixture(scope="module")
+def straight(fork_server, tmp_path_factory):
+    """An uninterrupted FAULT_RUN: its folder, and the file operations of its second save, by name."""
+    folder = tmp_path_factory.mktemp("straight")
+    log = str(folder / "operations.log")
+    fault_run(fork_server, str(folder / "run"), log=log)
+    return str(folder / "run"), [line.split()[1] for line in open(log) if line.startswith("2:")]
 
-    def work(name):
-        runs = ForkServer(str(tmp_path / f"logs-{name}"))
-        try:
-            results[name] = streams[name](runs)
-        except BaseException as e:        # reported by the main thread
-            results[name] = e
-        finally:
-            runs.close()
-    threads = [threading.Thread(target=work, args=(name,)) for name in streams]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for name, value in results.items():
-        if isinstance(value, BaseException):
-            raise value
 
-    operations = [line.split()[1] for line in open(log) if line.startswith("2:")]   # the straight run's second save
+def test_a_rotating_save_makes_nine_file_operations(straight):
+    out, operations = straight
     assert operations == ["recursive_create_dir_v2", "SaveV2", "MergeV2Checkpoints", "write_string_to_file",
                           "rename_v2", "delete_file_v2", "delete_file_v2", "write_string_to_file", "rename_v2"]
-    assert sorted(results["odd"] + results["even"]) == list(range(1, len(operations) + 1))   # each one, killed
+    variables = checkpoint_variables(out)
+    steps = [k for k in variables if "_iterations" in k]
+    assert steps and all(int(variables[k]) == FAULT_STEPS for k in steps)
 
-    straight = checkpoint_variables(str(tmp_path / "straight"))
-    steps = [k for k in straight if "_iterations" in k]
-    assert steps and all(int(straight[k]) == FAULT_STEPS for k in steps)
-    for chain in ("odd", "even"):
-        out = str(tmp_path / chain)
-        assert latest_step(out) == FAULT_STEPS
-        resumed = checkpoint_variables(out)
-        assert resumed.keys() == straight.keys()
-        for name in straight:
-            np.testing.assert_allclose(resumed[name], straight[name], rtol=1e-4, atol=1e-5, err_msg=f"{chain}: {name}")
-        assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == [
-            "checkpoint", f"ckpt-{FAULT_STEPS}.data-00000-of-00001", f"ckpt-{FAULT_STEPS}.index", "config.json"]
+
+@pytest.mark.parametrize("operations", [[1, 4, 7], [2, 5, 8], [3, 6, 9]])
+def test_a_kill_at_every_file_operation_of_a_save_resumes_exactly(straight, fork_server, tmp_path, operations):
+    """Each of the 9 file operations of a rotating save (see tests/fault_injection.py), three per
+    chain: each resume starts from a whole checkpoint, cleans what the kill left, and the end result,
+    step count and every variable, equals the uninterrupted run's."""
+    out = str(tmp_path / "chain")
+    assert kill_chain(fork_server, out, operations) == operations       # each one, really killed
+    assert latest_step(out) == FAULT_STEPS
+    resumed, expected = checkpoint_variables(out), checkpoint_variables(straight[0])
+    assert resumed.keys() == expected.keys()
+    for name in expected:
+        np.testing.assert_allclose(resumed[name], expected[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == [
+        "checkpoint", f"ckpt-{FAULT_STEPS}.data-00000-of-00001", f"ckpt-{FAULT_STEPS}.index", "config.json"]
