@@ -276,7 +276,7 @@ def config_from_flags():
     fields = {f.name for f in dataclasses.fields(config_module.Config)}
     typed = {name for name in fields if name in FLAGS and FLAGS[name].present}
     config = base.replace(**{name: FLAGS[name].value for name in typed})
-    if "r1_gamma" in typed and config.resolved_r1_gamma == 0.0:       # set by hand for a loss without R1
+    if "r1_gamma" in typed and config_module.LOSSES[config.loss].penalty != "r1":    # set by hand, but unused
         raise ValueError(f"--r1_gamma applies to the logistic and hinge losses, not --loss={config.loss}")
     return config, typed
 

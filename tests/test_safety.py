@@ -8,6 +8,7 @@ The same pieces in-process are in test_runs.py."""
 
 import json
 import os
+import re
 import shutil
 import signal
 
@@ -171,11 +172,17 @@ def test_a_folder_that_cannot_be_made_is_one_message_naming_it(tmp_path, case):
 @pytest.mark.parametrize("args, message", [
     (["--kimg=0"], "--kimg=0 trains nothing"),
     (["--g_lr=-0.001", "--kimg=0.004"], "--g_lr=-0.001 must be positive"),
+    (["--loss=bce", "--r1_gamma=1"], "--r1_gamma applies to the logistic and hinge losses, not --loss=bce"),
 ])
 def test_what_cannot_be_meant_is_refused_before_anything_is_written(tmp_path, args, message):
     result = run(str(tmp_path), *TINY, *args, expect=1)
     assert message in result.stderr and "Traceback" not in result.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_r1_gamma_0_turns_r1_off_for_a_loss_that_has_it(tmp_path):
+    result = run(str(tmp_path), *TINY, "--loss=logistic", "--r1_gamma=0", "--dry_run")
+    assert re.search(r"r1_gamma in use\s+0\n", result.stdout), result.stdout
 
 
 def test_learning_rates_and_length_must_be_positive():
