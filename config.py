@@ -6,6 +6,7 @@ plain arguments. Not here: parsing, file handling.
 """
 
 import dataclasses
+import math
 
 from layers import DOWN_MODES, MAPPING_DEPTHS, check_resolution
 from losses import LOSSES
@@ -15,6 +16,12 @@ def tunable(default, help, group, choices=None):
     """A Config field that is also a command-line flag (driver.py makes one per tunable): `help` is
     its --help text, `group` the --help section, `choices` the allowed values of a string."""
     return dataclasses.field(default=default, metadata={"help": help, "group": group, "choices": choices})
+
+
+# The numbers that may be 0 but not negative, NaN or above their bound (inf: any finite number).
+RANGES = {"kimg": math.inf, "r1_gamma": math.inf, "pl_weight": math.inf, "gp_lambda": math.inf, "ema_kimg": math.inf,
+          "ema_rampup": math.inf, "style_mixing_prob": 1, "augment_p": 1, "ada_target": 1, "pl_decay": 1,
+          "w_avg_beta": 1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,11 +111,14 @@ class Config:
             raise ValueError(f"mapping_layers must be {low}-{high}, got {self.mapping_layers}")
         if self.batch_size < 1 or self.n_critic < 1 or self.d_reg_interval < 1 or self.g_reg_interval < 1:
             raise ValueError("batch_size, n_critic and the regularisation intervals must be at least 1")
-        for name in ("g_lr", "d_lr"):
-            if not getattr(self, name) > 0:           # also NaN
-                raise ValueError(f"--{name}={getattr(self, name)} must be positive (the default is 0.0025)")
-        if not self.kimg >= 0:
-            raise ValueError(f"--kimg={self.kimg} must be positive: the training length in thousands of images")
+        for name in ("g_lr", "d_lr", "ada_kimg"):
+            if not 0 < getattr(self, name) < math.inf:           # also NaN
+                raise ValueError(f"--{name}={getattr(self, name)} must be positive and finite")
+        for name, high in RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not (0 <= value <= high and math.isfinite(value)):    # also NaN
+                raise ValueError(f"--{name}={value} must be {'finite and ' * (high == math.inf)}at least 0"
+                                 + (f" and at most {high:g}" if high < math.inf else ""))
 
     @property
     def half_resolutions(self):

@@ -171,17 +171,17 @@ def make_dataset(images, batch_size, seed=0, channels=1, mirror=True, labels=Non
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def clear_cache(cache_dir):
+def clear_cache(cache_dir, delete=True):
     """Delete the cache files this module wrote in `cache_dir` (and temporary files left by killed
-    writes). Nothing else is touched and links are never followed. Returns the sorted deleted paths."""
+    writes). Nothing else is touched and links are never followed. Returns the sorted deleted paths
+    (delete=False: the paths it would delete)."""
     if cache_dir is None or not os.path.isdir(cache_dir) or os.path.islink(cache_dir):
         return []
-    deleted = []
-    for entry in os.scandir(cache_dir):
-        if CACHE_PATTERN.match(entry.name) and entry.is_file(follow_symlinks=False):
-            os.remove(entry.path)
-            deleted.append(entry.path)
-    return sorted(deleted)
+    found = sorted(entry.path for entry in os.scandir(cache_dir)
+                   if CACHE_PATTERN.match(entry.name) and entry.is_file(follow_symlinks=False))
+    for path in found if delete else ():
+        os.remove(path)
+    return found
 
 
 # ---------------------------------------------------------------------------------------------

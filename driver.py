@@ -26,6 +26,7 @@ flags, so everything is testable without a command line.
 
 import dataclasses
 import logging as std_logging
+import math
 import os
 import sys
 import textwrap
@@ -391,6 +392,8 @@ def generate_images():
         paths = projection.write_projected_images(g, FLAGS.projected_w, out)
         logging.info("rendered %d projected latents from %s to %s", len(paths), FLAGS.projected_w, out)
         return
+    if not math.isfinite(FLAGS.psi):
+        raise ValueError(f"--psi={FLAGS.psi} must be a finite number: 1 is off, 0.5-0.8 the usual range")
     if not 0.0 <= FLAGS.psi <= 1.0:
         logging.warning("--psi %g is outside [0, 1]: psi > 1 exaggerates each image's distance from the average "
                         "(more artefacts), psi < 0 mirrors it; 1 is off, 0.5-0.8 is the usual range", FLAGS.psi)
@@ -474,14 +477,29 @@ def parse_flags(argv):
         sys.exit(USAGE_ERROR)
 
 
+def check_flags():
+    """The refusals that need no file, before --clear deletes anything or a run writes anything."""
+    if FLAGS.clear == "checkpoints" and (FLAGS.dry_run or FLAGS.load):
+        other = "--dry_run, which deletes nothing" if FLAGS.dry_run else "--load weights, which resumes from them"
+        raise ValueError(f"--clear checkpoints deletes the run's checkpoints, and {other}: give one of them")
+    if FLAGS.mode == "train" and (not FLAGS.clear or FLAGS["mode"].present or FLAGS.load):
+        config_from_flags()                  # each raises ValueError on a number out of range
+        run_options()
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; flags look like --name=value", exitcode=USAGE_ERROR)
     configure_logging()
     try:
+        check_flags()
         if FLAGS.clear:
-            for path in runs.clear_outputs(runs.Paths(FLAGS.output_dir), FLAGS.clear):
-                logging.info("deleted %s", path)
+            paths = runs.Paths(FLAGS.output_dir)
+            for path in runs.clear_outputs(paths, FLAGS.clear, delete=not FLAGS.dry_run):
+                if FLAGS.dry_run:
+                    print(f"--clear {FLAGS.clear} would delete {path}")
+                else:
+                    logging.info("deleted %s", path)
             if not (FLAGS["mode"].present or FLAGS.load):
                 return 0
         {"train": train, "generate": generate_images, "export": export, "evaluate": evaluate,

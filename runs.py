@@ -51,6 +51,9 @@ RESUMABLE = ("kimg", "g_lr", "d_lr", "r1_gamma", "ada_target")
 _CKPT_INDEX = re.compile(r"^ckpt-(\d+)\.index$")
 _CKPT_DATA = re.compile(r"^ckpt-(\d+)\.data-\d{5}-of-\d{5}$")
 _CKPT_TEMP_DIR = re.compile(r"^ckpt-\d+_temp$")               # SaveV2 writes here, MergeV2 renames
+# The images training (samples/) and generate and project (generated/) write: a user's own are kept.
+_OWN_IMAGE = re.compile(r"^((grid_\d{8}|latest|losses|seed\d{4,}|grid|style_mixing|sweep_\w+|interpolation|projected_.+)"
+                        r"\.png|interpolation\.gif)$")
 _CKPT_TEMP_PART = re.compile(r"^part-\d{5}-of-\d{5}\.(index|data-\d{5}-of-\d{5})$")
 _INDEX_TEMP = re.compile(r"^checkpoint\.tmp[0-9a-f]+$")       # the index, written then renamed
 _JSON_TEMP = re.compile(r"^(config|history)\.json\.tmp\d+$")  # atomic.write_json's temporary names
@@ -751,32 +754,34 @@ def initialize_from(gan, source, checkpoint="auto"):
 CLEARABLE = ("samples", "cache", "both", "checkpoints")
 
 
-def clear_outputs(paths, which):
+def clear_outputs(paths, which, delete=True):
     """Delete the run's own outputs: 'samples' (images in samples/ and generated/), 'cache', 'both'
     (samples and cache) or 'checkpoints' (the run itself: ckpt-*, the index, config.json,
     logs/history.json and the leftovers of killed saves; taken under the run's lock, so never from
-    under a running training). Returns what was deleted. Only files this project writes are
-    touched, and links are never followed, so nothing outside the output folder can be lost."""
+    under a running training). Returns what was deleted (delete=False: what would be, for samples
+    and cache). Only files this project writes are touched, and links are never followed, so
+    nothing outside the output folder can be lost."""
     if which not in CLEARABLE:
         raise ValueError(f"--clear takes one of {', '.join(CLEARABLE)}, got {which!r}")
+    if which == "checkpoints" and not delete:
+        raise ValueError("--clear checkpoints deletes the run itself; it has no dry run")
     deleted = []
     if which in ("samples", "both"):
         for folder in (paths.samples, paths.generated):
-            deleted += _delete_own_files(folder, (".png", ".gif"))
+            deleted += _delete_own_images(folder, delete)
     if which in ("cache", "both"):
-        deleted += data.clear_cache(paths.cache)
+        deleted += data.clear_cache(paths.cache, delete)
     if which == "checkpoints" and os.path.isdir(paths.checkpoints):
         with RunLock(paths):
             deleted += _delete_checkpoint_files(paths, leftovers_only=False)
     return deleted
 
 
-def _delete_own_files(folder, suffixes):
+def _delete_own_images(folder, delete):
     if not os.path.isdir(folder) or os.path.islink(folder):
         return []
-    deleted = []
-    for entry in os.scandir(folder):
-        if entry.is_file(follow_symlinks=False) and entry.name.endswith(suffixes):
-            os.remove(entry.path)
-            deleted.append(entry.path)
-    return sorted(deleted)
+    found = sorted(entry.path for entry in os.scandir(folder)
+                   if entry.is_file(follow_symlinks=False) and _OWN_IMAGE.match(entry.name))
+    for path in found if delete else ():
+        os.remove(path)
+    return found

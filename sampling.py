@@ -6,6 +6,7 @@ A seed always gives the same latent z, so the same seed gives the same image.
 """
 
 import os
+import zipfile
 
 import keras
 import numpy as np
@@ -150,7 +151,11 @@ def exported_labels_path(path):
 def load_exported(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"no exported generator at {path}: run `python driver.py --mode export` first")
-    return keras.models.load_model(path)
+    try:
+        return keras.models.load_model(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:    # truncated, or not a .keras file
+        raise ValueError(f"{path} is not a whole .keras file ({type(e).__name__}: {str(e)[:200]}); export it again "
+                         f"with python driver.py --mode export") from None
 
 
 def label_spec(g, spec_path):

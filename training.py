@@ -65,6 +65,16 @@ class RunOptions:
     labels: str | None = None         # the CSV of subject covariates for them
     labels_missing: str = "error"     # or "drop": slices of subjects without a value
 
+    def __post_init__(self):
+        for name in ("tick_kimg", "eval_kimg"):
+            value = getattr(self, name)
+            if not (0 <= value < math.inf and (value > 0 or name == "eval_kimg")):      # also NaN
+                raise ValueError(f"--{name}={value} must be {'positive' if name == 'tick_kimg' else 'at least 0'} "
+                                 f"and finite, in thousands of images")
+        if self.keep_checkpoints < 1:
+            raise ValueError(f"--keep_checkpoints={self.keep_checkpoints} must be at least 1: the newest checkpoint "
+                             f"is what a resume starts from")
+
     @property
     def reference_parts(self):
         """The real slices periodic evaluation compares with (evaluation.reference_parts)."""
@@ -394,6 +404,10 @@ def _train_locked(config, options, explicit, paths, strategy):
         logging.info("evaluating %s every %g kimg against %d real slices", ", ".join(options.eval_metrics),
                      options.eval_kimg, len(reference))
 
+    # fit() runs whole executions of steps_per_execution steps, so ticks and the run end on multiples of it.
+    execution = options.steps_per_execution
+    steps_per_tick = round_up(max(1, math.ceil(options.tick_kimg * 1000 / config.batch_size)), execution)
+    total_steps = round_up(math.ceil(config.kimg * 1000 / config.batch_size), execution)
     keras.utils.set_random_seed(config.seed)   # same seed, same initial weights: a run is reproducible
     gan = build_gan(config, strategy, options.steps_per_execution)
     if options.resume:
@@ -403,6 +417,9 @@ def _train_locked(config, options, explicit, paths, strategy):
     if options.resume:
         restored = checkpointer.restore()
         images_seen = int(gan.images_seen.numpy())
+        if images_seen // config.batch_size >= total_steps:          # before anything in the run is rewritten
+            logging.info("already trained for %g kimg (the --kimg target); nothing to do", images_seen / 1000)
+            return gan
         if os.path.exists(paths.history_file):
             with open(paths.history_file) as f:
                 history = [h for h in json.load(f) if h["kimg"] * 1000 <= images_seen]
@@ -419,13 +436,6 @@ def _train_locked(config, options, explicit, paths, strategy):
         labels.save(spec, paths.labels_file)
 
     steps_done = int(gan.images_seen.numpy()) // config.batch_size
-    # fit() runs whole executions of steps_per_execution steps, so ticks and the run end on multiples of it.
-    execution = options.steps_per_execution
-    steps_per_tick = round_up(max(1, math.ceil(options.tick_kimg * 1000 / config.batch_size)), execution)
-    total_steps = round_up(math.ceil(config.kimg * 1000 / config.batch_size), execution)
-    if steps_done >= total_steps:
-        logging.info("already trained for %.1f kimg (the --kimg target); nothing to do", steps_done * config.batch_size / 1000)
-        return gan
     if steps_done % execution:
         raise RunError(f"this run stopped after step {steps_done}, which is not a whole number of executions of "
                        f"--steps_per_execution={execution}; resume with --steps_per_execution=1 (or a divisor "
@@ -451,9 +461,12 @@ def _train_locked(config, options, explicit, paths, strategy):
                         callbacks=[StopOnNonFinite(), ticks])
         except NonFiniteLossError as e:
             latest = checkpointer.latest
-            kept = f"The last good checkpoint, {os.path.basename(latest)}, is kept; " if latest else ""
-            raise NonFiniteLossError(f"{e} {kept}resume from it with lower learning rates: "
-                                     f"{resume_command(paths.root, config)}") from None
+            if latest:
+                advice = (f"The last good checkpoint, {os.path.basename(latest)}, is kept; resume from it with lower "
+                          f"learning rates: {resume_command(paths.root, config)}")
+            else:
+                advice = "No checkpoint was saved; start again with lower --g_lr and --d_lr."
+            raise NonFiniteLossError(f"{e} {advice}") from None
         if stop_flag.requested:
             ticks.save()
             logging.info("stopped by %s; resume with: python driver.py --output_dir %s --load weights",

@@ -185,10 +185,17 @@ def test_r1_gamma_0_turns_r1_off_for_a_loss_that_has_it(tmp_path):
     assert re.search(r"r1_gamma in use\s+0\n", result.stdout), result.stdout
 
 
-def test_learning_rates_and_length_must_be_positive():
-    for bad in ({"g_lr": 0.0}, {"d_lr": -1e-3}, {"d_lr": float("nan")}, {"kimg": -1.0}):
-        with pytest.raises(ValueError, match="must be positive"):
-            Config(**bad)
+@pytest.mark.parametrize("field, value, message", [
+    ("g_lr", 0.0, "--g_lr=0.0 must be positive and finite"), ("d_lr", float("nan"), "--d_lr=nan must be positive"),
+    ("kimg", -1.0, "--kimg=-1.0 must be finite and at least 0"), ("kimg", float("inf"), "--kimg=inf must be finite"),
+    ("r1_gamma", -1.0, "--r1_gamma=-1.0 must be finite"), ("ema_kimg", -5.0, "--ema_kimg=-5.0 must be finite"),
+    ("style_mixing_prob", 1.5, "--style_mixing_prob=1.5 must be at least 0 and at most 1"),
+    ("augment_p", float("nan"), "--augment_p=nan must be at least 0 and at most 1"),
+])
+def test_every_number_of_the_configuration_is_checked(field, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Config(**{field: value})
+    Config(**{field: {"g_lr": 1e-3, "d_lr": 1e-3}.get(field, 0.0)})      # the edge of the range is fine
 
 
 def test_psi_outside_0_1_is_a_warning_not_a_refusal(trained, tmp_path):
@@ -263,3 +270,62 @@ def test_a_kill_at_every_file_operation_of_a_save_resumes_exactly(straight, fork
         np.testing.assert_allclose(resumed[name], expected[name], rtol=1e-4, atol=1e-5, err_msg=name)
     assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == [
         "checkpoint", f"ckpt-{FAULT_STEPS}.data-00000-of-00001", f"ckpt-{FAULT_STEPS}.index", "config.json"]
+
+
+# ---------------------------------------------------------------------------------------------
+# No flag combination changes a run by surprise
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--dry_run", "--clear=checkpoints"], 1, "--clear checkpoints deletes the run's checkpoints, and --dry_run"),
+    (["--clear=checkpoints", "--load=weights"], 1, "and --load weights, which resumes from them: give one of them"),
+    (["--clear=samples", "--load=weights", "--kimg=inf"], 1, "--kimg=inf must be finite and at least 0"),
+    (["--load=weights", "--keep_checkpoints=0"], 1, "--keep_checkpoints=0 must be at least 1"),
+    (["--load=weights", "--r1_gamma=-1"], 1, "--r1_gamma=-1.0 must be finite and at least 0"),
+    (["--load=weights", "--ema_kimg=-5"], 1, "--ema_kimg=-5.0 must be finite and at least 0"),
+    (["--load=weights", "--tick_kimg=-1"], 1, "--tick_kimg=-1.0 must be positive and finite"),
+    (["--load=weights", "--tick_kimg=nan"], 1, "--tick_kimg=nan must be positive and finite"),
+    (["--mode=generate", "--psi=nan"], 1, "--psi=nan must be a finite number"),
+    (["--load=weights", "--kimg=0.008"], 0, "already trained for 0.016 kimg (the --kimg target); nothing to do"),
+    (["--dry_run", "--clear=samples"], 0, None),
+])
+def test_a_refused_or_idle_command_leaves_every_file_of_the_run_as_it_was(trained, tmp_path, args, code, message):
+    out = copy_of(trained, tmp_path)
+    before = digest(out)
+    result = run(out, *args, expect=code)
+    assert digest(out) == before
+    if message:
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
+    if code:
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]      # the one message alone
+
+
+def test_a_dry_run_prints_what_clear_would_delete_and_clear_keeps_a_users_own_images(trained, tmp_path):
+    out = copy_of(trained, tmp_path)
+    samples = os.path.join(out, "samples")
+    ours = sorted(name for name in os.listdir(samples) if name.endswith(".png"))
+    assert "latest.png" in ours and "losses.png" in ours
+    os.makedirs(os.path.join(out, "generated"))
+    for folder in (samples, os.path.join(out, "generated")):
+        open(os.path.join(folder, "mine.png"), "wb").write(b"a user's own picture")
+    result = run(out, "--dry_run", "--clear=samples")
+    assert result.stdout.splitlines() == [f"--clear samples would delete {os.path.join(samples, name)}" for name in ours]
+    run(out, "--clear=samples")
+    assert os.listdir(samples) == ["mine.png"] and os.listdir(os.path.join(out, "generated")) == ["mine.png"]
+
+
+def test_a_truncated_export_is_one_message_that_says_to_export_again(trained, tmp_path):
+    out = copy_of(trained, tmp_path)
+    run(out, "--mode=export")
+    whole = open(os.path.join(out, "exports", "generator.keras"), "rb").read()
+    truncated = tmp_path / "generator.keras"
+    truncated.write_bytes(whole[:len(whole) // 2])
+    result = run(out, "--mode=generate", f"--exported={truncated}", expect=1)
+    assert f"{truncated} is not a whole .keras file" in result.stderr and "--mode export" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
+
+
+def test_a_new_run_that_diverges_before_its_first_checkpoint_says_to_start_again(tmp_path):
+    result = run(str(tmp_path / "run"), *TINY, "--kimg=0.008", "--g_lr=3e38", "--d_lr=3e38", expect=1)
+    assert "No checkpoint was saved; start again with lower --g_lr and --d_lr." in result.stderr
+    assert "resume from it" not in result.stderr
