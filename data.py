@@ -312,11 +312,14 @@ def survey(data_dir, splits=("train",), exclude_subjects=()):
         entry["files"] += 1
         entry["subjects"].add(subject_of(path))
     first, size = next((p for p in kept if os.path.exists(p)), None), None
-    if first is not None and file_kind(os.path.basename(first)) == "image":
-        with Image.open(first) as image:
-            size = f"{image.width}x{image.height}"
-    elif first is not None:
-        size = "x".join(map(str, decode_volume(first).shape))
+    try:
+        if first is not None and file_kind(os.path.basename(first)) == "image":
+            with Image.open(first) as image:
+                size = f"{image.width}x{image.height}"
+        elif first is not None:
+            size = "x".join(map(str, decode_volume(first).shape))
+    except (_Unreadable, *_READ_ERRORS) as e:          # training skips such a file with a warning
+        size = f"unknown ({os.path.basename(first)} cannot be read: {type(e).__name__})"
     subjects = lambda paths: sorted({subject_of(p) for p in paths} - {None})  # noqa: E731
     return {"folder": data_dir, "training_files": len(kept), "training_subjects": subjects(kept),
             "held_out": sorted(set(subjects(files)) - set(subjects(kept))),

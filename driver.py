@@ -300,7 +300,9 @@ def run_options():
         inception_weights=FLAGS.inception_weights,
         init_from=FLAGS.init_from, steps_per_execution=FLAGS.steps_per_execution,
         condition=tuple(labels.parse_names(FLAGS.condition)) if FLAGS.mode == "train" else (),
-        labels=FLAGS.labels, labels_missing=FLAGS.labels_missing)
+        labels=FLAGS.labels, labels_missing=FLAGS.labels_missing,
+        typed=frozenset(n for n in (*runs.DATA_SETTINGS, "eval_subjects", "labels", "labels_missing")
+                        if FLAGS[n].present))
 
 
 def train():
@@ -319,6 +321,7 @@ def dry_run(config, typed, options):
     paths = runs.Paths(options.output_dir)
     if options.resume:
         config, _ = runs.resolve_resume_config(paths, config, typed)
+        options = runs.resolve_run_data(paths, options)
     elif os.path.isdir(paths.checkpoints):
         runs.refuse_overwrite(paths)
     found = data.survey(options.data_dir, options.splits, options.exclude_subjects)
@@ -431,9 +434,10 @@ def export():
 
 
 def evaluate():
-    options = run_options()
+    paths = runs.Paths(FLAGS.output_dir)
+    options = runs.resolve_run_data(paths, run_options(), resume=False)       # the run's data unless typed
     names = evaluation.check_metrics(FLAGS.metrics) if FLAGS.metrics else None
-    evaluation.evaluate_run(runs.Paths(FLAGS.output_dir), options.reference_parts,
+    evaluation.evaluate_run(paths, options.reference_parts,
                             num_images=FLAGS.num_images if FLAGS["num_images"].present else None,
                             inception_weights=FLAGS.inception_weights, checkpoint=FLAGS.checkpoint,
                             exported=FLAGS.exported, names=names)
@@ -506,6 +510,10 @@ def main(argv):
          "project": project}[FLAGS.mode]()
     except (data.DataError, runs.RunError, NonFiniteLossError, ValueError, FileNotFoundError) as e:
         logging.error("%s", e)
+        return USER_ERROR
+    except OSError as e:                     # a folder that is a file, read-only or full: one line, not a traceback
+        flag = "--outdir" if FLAGS.outdir and FLAGS.mode in ("generate", "project") else "--output_dir"
+        logging.error("%s", runs.folder_problem(e.filename or FLAGS.output_dir, e, flag))
         return USER_ERROR
     return 0
 

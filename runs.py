@@ -39,6 +39,7 @@ from config import Config
 from gan import build_gan
 
 CONFIG_FILE = "config.json"
+DATA_FILE = "data.json"      # the data the run trains on (DATA_SETTINGS), so that a resume uses it again
 HISTORY_FILE = "history.json"
 LOCK_FILE = ".lock"
 BEST_FOLDER, BEST_FILE = "best", "best.json"     # checkpoints/best/: the lowest held-out SWD so far
@@ -46,6 +47,9 @@ FRESH_LOCK_SECONDS = 10.0   # an unreadable lock younger than this is one being 
 # Settings that may change when a run is resumed: they change neither the networks' shapes nor
 # what the checkpointed state means (run options such as --tick_kimg and --eval_* change freely).
 RESUMABLE = ("kimg", "g_lr", "d_lr", "r1_gamma", "ada_target")
+# The run options that say what a run trains on; saved in DATA_FILE (a conditional run's label table
+# and --labels_missing are in its labels.json).
+DATA_SETTINGS = ("data_dir", "splits", "exclude_subjects")
 
 # The files TensorFlow's CheckpointManager writes (and leaves behind when killed mid-save).
 _CKPT_INDEX = re.compile(r"^ckpt-(\d+)\.index$")
@@ -56,7 +60,7 @@ _OWN_IMAGE = re.compile(r"^((grid_\d{8}|latest|losses|seed\d{4,}|grid|style_mixi
                         r"\.png|interpolation\.gif)$")
 _CKPT_TEMP_PART = re.compile(r"^part-\d{5}-of-\d{5}\.(index|data-\d{5}-of-\d{5})$")
 _INDEX_TEMP = re.compile(r"^checkpoint\.tmp[0-9a-f]+$")       # the index, written then renamed
-_JSON_TEMP = re.compile(r"^(config|history)\.json\.tmp\d+$")  # atomic.write_json's temporary names
+_JSON_TEMP = re.compile(r"^(config|history|data)\.json\.tmp\d+$")  # atomic.write_json's temporary names
 
 
 class RunError(RuntimeError):
@@ -84,6 +88,10 @@ class Paths:
         return os.path.join(self.checkpoints, CONFIG_FILE)
 
     @property
+    def data_file(self):
+        return os.path.join(self.checkpoints, DATA_FILE)
+
+    @property
     def labels_file(self):
         """A conditional run's label definition (labels.LabelSpec), beside its configuration."""
         return os.path.join(self.checkpoints, labels.LABEL_FILE)
@@ -106,17 +114,19 @@ class Paths:
                 raise RunError(folder_problem(path, e)) from None
 
 
-def folder_problem(path, error):
-    """One sentence for an OSError met while creating or writing in `path`: what and what to do."""
+def folder_problem(path, error, flag="--output_dir"):
+    """One sentence for an OSError met while creating or writing in `path`: what and what to do
+    (`flag` names the folder the user chose)."""
     blocker = next((p for p in _ancestors(path) if os.path.lexists(p) and not os.path.isdir(p)), None)
     if isinstance(error, (FileExistsError, NotADirectoryError)) or error.errno in (errno.EEXIST, errno.ENOTDIR):
         if blocker is not None:
             return (f"cannot create the folder {path}: {blocker} is a file, not a folder; move or delete it, "
-                    f"or choose another --output_dir")
+                    f"or choose another {flag}")
     if isinstance(error, PermissionError) or error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return (f"cannot write in {path} ({error.strerror or error}): make it writable or choose another "
-                f"--output_dir")
-    return f"cannot use {path} ({error.strerror or error}); check the path or choose another --output_dir"
+        return f"cannot write in {path} ({error.strerror or error}): make it writable or choose another {flag}"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"cannot write {path} ({error.strerror}): free some space or choose another {flag}"
+    return f"cannot use {path} ({error.strerror or error}); check the path or choose another {flag}"
 
 
 def _ancestors(path):
@@ -325,6 +335,60 @@ def resolve_resume_config(paths, requested, explicit):
         if old != new:
             changes[k] = [old, new]
     return resumed, changes
+
+
+def save_data(paths, options):
+    """Record what the run trains on (DATA_SETTINGS of `options`; the folder as an absolute path)."""
+    atomic.write_json(paths.data_file, {"data_dir": options.data_dir and os.path.abspath(options.data_dir),
+                                        "splits": list(options.splits),
+                                        "exclude_subjects": list(options.exclude_subjects)})
+
+
+def resolve_run_data(paths, options, resume=True):
+    """The run options with the run's own data (data.json) in place of every data setting the user
+    did not type (`options.typed`); evaluation follows the saved --exclude_subjects unless
+    --eval_subjects is typed. On a resume a typed value that differs from the saved one is refused
+    with the saved one named (an evaluation may compare with other data). A saved folder that is
+    gone is an error naming --data_dir; a typed --data_dir then takes its place. A run from before
+    data.json keeps the options as given."""
+    try:
+        with open(paths.data_file) as f:
+            saved = json.load(f)
+        saved = {"data_dir": saved["data_dir"], "splits": tuple(saved["splits"]),
+                 "exclude_subjects": tuple(saved["exclude_subjects"])}
+    except FileNotFoundError:
+        return options
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RunError(f"{paths.data_file} cannot be read ({_first_line(e)}); it records the data this run trains "
+                       f"on: put it back from a copy of the run, or delete it and resume with the run's --data_dir, "
+                       f"--splits and --exclude_subjects") from None
+    folder = saved["data_dir"]
+    shown = {"data_dir": folder or "the built-in synthetic slices", "splits": ",".join(saved["splits"]),
+             "exclude_subjects": ",".join(saved["exclude_subjects"]) or "none"}
+    conflicts = []
+    for name in DATA_SETTINGS:
+        if name not in options.typed:
+            continue
+        value = getattr(options, name)
+        if name == "data_dir":
+            gone = folder is not None and not os.path.isdir(folder)
+            if value is None or folder is None or os.path.realpath(value) != os.path.realpath(folder) and not gone:
+                conflicts.append(f"--data_dir={value} (this run: {shown[name]})")
+            elif gone:
+                logging.warning("this run trained on %s, which is gone; using --data_dir %s", folder, value)
+        elif tuple(value) != saved[name]:
+            conflicts.append(f"--{name}={','.join(value)} (this run: {shown[name]})")
+        saved[name] = value
+    if conflicts and resume:
+        raise RunError("these settings differ from the data of the run being resumed: " + ", ".join(conflicts)
+                       + f". Leave them out to resume on the run's own data ({paths.data_file}), or train a new run "
+                         f"in another --output_dir")
+    if "data_dir" not in options.typed and folder is not None and not os.path.isdir(folder):
+        raise RunError(f"this run trained on {folder}, which is gone: put it back, or give its new place with "
+                       f"--data_dir")
+    if "eval_subjects" not in options.typed:
+        saved["eval_subjects"] = saved["exclude_subjects"]
+    return dataclasses.replace(options, **saved)
 
 
 def refuse_overwrite(paths):
@@ -639,7 +703,7 @@ def _delete_checkpoint_files(paths, leftovers_only):
         leftover = (_INDEX_TEMP.match(entry.name) or _JSON_TEMP.match(entry.name)
                     or (data_match and data_match.group(1) not in indexed))
         own = (leftover or _CKPT_INDEX.match(entry.name) or data_match
-               or entry.name in ("checkpoint", CONFIG_FILE, labels.LABEL_FILE))
+               or entry.name in ("checkpoint", CONFIG_FILE, DATA_FILE, labels.LABEL_FILE))
         if leftover or (own and not leftovers_only):
             os.remove(entry.path)
             deleted.append(entry.path)

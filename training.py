@@ -35,7 +35,8 @@ import pixels
 import visualize
 from gan import NonFiniteLossError, StopOnNonFinite, build_gan
 from runs import (Checkpointer, Paths, RunError, RunLock, clean_leftovers, initialize_from, record_changes,
-                  refuse_overwrite, repair_index, resolve_resume_config, resume_command)
+                  refuse_overwrite, repair_index, resolve_resume_config, resolve_run_data, resume_command,
+                  save_data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +65,7 @@ class RunOptions:
     condition: tuple = ()             # label names of a conditional run (labels.py), e.g. ("slice", "age")
     labels: str | None = None         # the CSV of subject covariates for them
     labels_missing: str = "error"     # or "drop": slices of subjects without a value
+    typed: frozenset = frozenset()    # the data flags the user typed: a resume uses the run's own for the rest
 
     def __post_init__(self):
         for name in ("tick_kimg", "eval_kimg"):
@@ -356,6 +358,12 @@ def load_training_slices(config, options, paths):
     if options.resume and options.condition and list(options.condition) != (spec.names if spec else []):
         raise RunError(f"--condition {','.join(options.condition)} differs from the run being resumed "
                        f"({','.join(spec.names) if spec else 'unconditional'}); leave --condition out to resume it")
+    if spec and "labels" in options.typed and os.path.abspath(options.labels) != spec.table:
+        raise RunError(f"--labels {options.labels} differs from the table of the run being resumed ({spec.table or 'none'}); "
+                       f"leave --labels out to resume on it")
+    if spec and "labels_missing" in options.typed and options.labels_missing != spec.missing:
+        raise RunError(f"--labels_missing {options.labels_missing} differs from the run being resumed "
+                       f"({spec.missing}); leave it out to resume")
     load = functools.partial(data.load_slices, options.data_dir, config.resolution, paths.cache,
                              splits=options.splits, channels=config.channels, seed=config.seed,
                              exclude_subjects=options.exclude_subjects)
@@ -378,6 +386,7 @@ def _train_locked(config, options, explicit, paths, strategy):
     changes = {}
     if options.resume:
         config, changes = resolve_resume_config(paths, config, explicit)
+        options = resolve_run_data(paths, options)
     else:
         refuse_overwrite(paths)
     if config.batch_size % strategy.num_replicas_in_sync:
@@ -432,6 +441,7 @@ def _train_locked(config, options, explicit, paths, strategy):
         logging.info("initialised from %s: its generator, EMA and discriminator weights; fresh optimizers and "
                      "counters", source)
     atomic.write_json(paths.config_file, dataclasses.asdict(config))
+    save_data(paths, options)
     if spec:                                   # read only for a configuration with c_dim > 0
         labels.save(spec, paths.labels_file)
 

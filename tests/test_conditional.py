@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from driver_cli import digest
+from driver_cli import run as cli
 
 import evaluation
 import labels
@@ -194,6 +196,13 @@ def test_a_conditional_run_saves_its_label_definition_and_resumes_with_it(run, s
         training.train(TINY.replace(kimg=0.048), training.RunOptions(
             output_dir=str(resumed), data_dir=slices[0], progress=False, resume=True, condition=("slice",)),
             explicit=("kimg",))
+    before = digest(str(resumed))
+    for flag, message in ((f"--labels={tmp_path / 'other.csv'}", f"--labels {tmp_path / 'other.csv'} differs from "
+                           f"the table of the run being resumed ({slices[1]}); leave --labels out to resume on it"),
+                          ("--labels_missing=drop", "--labels_missing drop differs from the run being resumed (error)")):
+        result = cli(str(resumed), "--load=weights", "--kimg=0.048", flag, expect=1)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
+        assert message in result.stderr and digest(str(resumed)) == before
 
 
 def test_the_exported_generator_takes_labels_and_carries_their_definition(run, tmp_path):

@@ -119,6 +119,17 @@ def test_survey_counts_splits_subjects_and_skips_without_writing(comp3710, tmp_p
     assert data.survey(None)["training_files"] == data.SYNTHETIC_COUNT
 
 
+def test_survey_names_a_first_file_that_cannot_be_read(tmp_path):
+    nib.save(nib.Nifti1Image(tagged_volume(), np.eye(4)), str(tmp_path / "OAS1_0001_MR1.nii.gz"))
+    whole = (tmp_path / "OAS1_0001_MR1.nii.gz").read_bytes()
+    (tmp_path / "OAS1_0001_MR1.nii.gz").write_bytes(whole[:len(whole) // 2])
+    assert data.survey(str(tmp_path))["first_file_size"].startswith("unknown (OAS1_0001_MR1.nii.gz cannot be read: ")
+    (tmp_path / "OAS1_0001_MR1.nii.gz").unlink()
+    (tmp_path / "case_001_slice_0.png").write_bytes(b"not a PNG")
+    assert data.survey(str(tmp_path))["first_file_size"] == \
+        "unknown (case_001_slice_0.png cannot be read: UnidentifiedImageError)"
+
+
 def test_the_evaluation_reference_is_the_validate_split_and_the_held_out_subjects(comp3710, tmp_path):
     import evaluation
     import training

@@ -6,6 +6,7 @@ checkpoint and resumes with lower learning rates, file-system problems and impos
 one message, and a kill at every file operation of a checkpoint save resumes exactly.
 The same pieces in-process are in test_runs.py."""
 
+import errno
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import pytest
 import tensorflow as tf
 from driver_cli import TINY, checkpoint_variables, digest, latest_step, run, wait_for
 
+import atomic
 from config import Config
 
 
@@ -269,7 +271,8 @@ def test_a_kill_at_every_file_operation_of_a_save_resumes_exactly(straight, fork
     for name in expected:
         np.testing.assert_allclose(resumed[name], expected[name], rtol=1e-4, atol=1e-5, err_msg=name)
     assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == [
-        "checkpoint", f"ckpt-{FAULT_STEPS}.data-00000-of-00001", f"ckpt-{FAULT_STEPS}.index", "config.json"]
+        "checkpoint", f"ckpt-{FAULT_STEPS}.data-00000-of-00001", f"ckpt-{FAULT_STEPS}.index", "config.json",
+        "data.json"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,6 +291,10 @@ def test_a_kill_at_every_file_operation_of_a_save_resumes_exactly(straight, fork
     (["--mode=generate", "--psi=nan"], 1, "--psi=nan must be a finite number"),
     (["--load=weights", "--kimg=0.008"], 0, "already trained for 0.016 kimg (the --kimg target); nothing to do"),
     (["--dry_run", "--clear=samples"], 0, None),
+    (["--load=weights", "--kimg=0.032", "--data_dir=elsewhere"], 1,
+     "--data_dir=elsewhere (this run: the built-in synthetic slices)"),
+    (["--load=weights", "--kimg=0.032", "--splits=train,validate", "--exclude_subjects=0001"], 1,
+     "--splits=train,validate (this run: train), --exclude_subjects=0001 (this run: none)"),
 ])
 def test_a_refused_or_idle_command_leaves_every_file_of_the_run_as_it_was(trained, tmp_path, args, code, message):
     out = copy_of(trained, tmp_path)
@@ -298,6 +305,30 @@ def test_a_refused_or_idle_command_leaves_every_file_of_the_run_as_it_was(traine
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
     if code:
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]      # the one message alone
+
+
+def test_a_resume_trains_on_the_runs_own_data_and_a_folder_that_is_gone_is_named(eval_slices, tmp_path):
+    data_dir, moved, out = str(tmp_path / "slices"), str(tmp_path / "moved"), str(tmp_path / "run")
+    shutil.copytree(eval_slices, data_dir)
+    run(out, *TINY, "--kimg=0.008", f"--data_dir={data_dir}", "--exclude_subjects=001")
+    saved = json.load(open(os.path.join(out, "checkpoints", "data.json")))
+    assert saved == {"data_dir": data_dir, "splits": ["train"], "exclude_subjects": ["001"]}
+
+    os.rename(data_dir, moved)
+    before = digest(out)
+    result = run(out, "--load=weights", "--kimg=0.016", expect=1)             # the README's resume line
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
+    assert f"this run trained on {data_dir}, which is gone: put it back, or give its new place with --data_dir" \
+        in result.stderr
+    assert digest(out) == before
+
+    result = run(out, "--load=weights", "--kimg=0.016", f"--data_dir={moved}")
+    assert f"which is gone; using --data_dir {moved}" in result.stderr and "built-in synthetic" not in result.stderr
+    assert json.load(open(os.path.join(out, "checkpoints", "data.json")))["data_dir"] == moved
+    result = run(out, "--load=weights", "--kimg=0.024", "--dry_run")            # the new place is the run's now
+    assert f"data: {moved}\n" in result.stdout and "31 files (train)" in result.stdout     # 001 still held out
+    result = run(out, "--load=weights", "--kimg=0.024")
+    assert "data: cache hit, 31 slices" in result.stderr and "synthetic" not in result.stderr   # moved/, cached
 
 
 def test_a_dry_run_prints_what_clear_would_delete_and_clear_keeps_a_users_own_images(trained, tmp_path):
@@ -312,6 +343,40 @@ def test_a_dry_run_prints_what_clear_would_delete_and_clear_keeps_a_users_own_im
     assert result.stdout.splitlines() == [f"--clear samples would delete {os.path.join(samples, name)}" for name in ours]
     run(out, "--clear=samples")
     assert os.listdir(samples) == ["mine.png"] and os.listdir(os.path.join(out, "generated")) == ["mine.png"]
+
+
+@pytest.mark.parametrize("mode, blocked, flag", [
+    (["--mode=generate", "--seeds=0-1"], "outdir", "--outdir"),
+    (["--mode=export"], "exports", "--output_dir"),
+    (["--mode=evaluate", "--num_images=8", "--metrics=swd"], "evaluation", "--output_dir"),
+    (["--mode=project", "--project_steps=2"], "outdir", "--outdir"),
+])
+def test_a_file_where_an_output_folder_goes_is_one_message_naming_it(trained, eval_slices, tmp_path, mode, blocked,
+                                                                     flag):
+    out = copy_of(trained, tmp_path)
+    blocker = str(tmp_path / "a file") if blocked == "outdir" else os.path.join(out, blocked)
+    open(blocker, "w").write("a user's file")
+    args = [*mode, f"--eval_dir={eval_slices}", f"--target={os.path.join(eval_slices, 'case_000_slice_0.png')}",
+            *([f"--outdir={blocker}"] if blocked == "outdir" else [])]
+    before = digest(out)
+    result = run(out, *args, expect=1)
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        f"{blocker} is a file, not a folder; move or delete it, or choose another {flag}"), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert digest(out) == before
+
+
+@pytest.mark.parametrize("code, message", [(errno.ENOSPC, "free some space"), (errno.EROFS, "make it writable")])
+def test_a_full_or_read_only_disk_is_one_message(trained, tmp_path, monkeypatch, code, message):
+    out = copy_of(trained, tmp_path)
+
+    def refuse(path, content):
+        raise OSError(code, os.strerror(code), path)
+    monkeypatch.setattr(atomic, "write_bytes", refuse)
+    result = run(out, "--mode=generate", "--seeds=0", expect=1)
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        f"{os.path.join(out, 'generated', 'seed0000.png')} ({os.strerror(code)}): {message} or choose another "
+        f"--output_dir"), result.stderr[-2000:]
 
 
 def test_a_truncated_export_is_one_message_that_says_to_export_again(trained, tmp_path):
