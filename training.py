@@ -268,14 +268,18 @@ def fit_plan(steps_done, total_steps, steps_per_tick):
     """The fit() calls that train from `steps_done` to `total_steps` with ticks (Keras epochs) ending
     on multiples of `steps_per_tick`: [(initial_epoch, epochs, steps_per_epoch)]. Runs of whole ticks
     share one call; a tick cut short (after a mid-tick stop, or by the end of the run) has its own,
-    so every call stops exactly where a tick ends without a per-step check."""
-    plan = []
-    for epoch in range(steps_done // steps_per_tick, math.ceil(total_steps / steps_per_tick)):
-        steps = min((epoch + 1) * steps_per_tick, total_steps) - max(epoch * steps_per_tick, steps_done)
-        if plan and steps == steps_per_tick == plan[-1][2]:
-            plan[-1] = (plan[-1][0], epoch + 1, steps)
-        else:
-            plan.append((epoch, epoch + 1, steps))
+    so every call stops exactly where a tick ends without a per-step check. At most three calls, in
+    constant time however many ticks the run has."""
+    plan, epoch = [], steps_done // steps_per_tick
+    if steps_done % steps_per_tick and steps_done < total_steps:          # resumed inside a tick: finish it
+        plan.append((epoch, epoch + 1, min((epoch + 1) * steps_per_tick, total_steps) - steps_done))
+        epoch += 1
+    whole = total_steps // steps_per_tick                                 # the ticks that end by total_steps
+    if whole > epoch:
+        plan.append((epoch, whole, steps_per_tick))
+        epoch = whole
+    if total_steps > epoch * steps_per_tick:                              # the run ends inside a tick
+        plan.append((epoch, epoch + 1, total_steps - epoch * steps_per_tick))
     return plan
 
 
