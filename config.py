@@ -161,7 +161,7 @@ CHOICES = {f.name: f.metadata["choices"] for f in TUNABLES if f.metadata["choice
 BEFORE_FIELD = {"const_std": 0.05, "d_downsample": "decimate", "mirror": True, "c_dim": 0}
 
 PRESETS = {
-    # The plain `python driver.py` run: about 11 minutes on 2 CPU cores, recognisable heads.
+    # The plain `python driver.py` run, sized for two CPU cores (its time: README, Quick start).
     # r1_gamma 1.0 instead of the heuristic's 0.0128: head-shaped samples by 6 kimg instead of noise.
     "quick": Config(resolution=32, channel_base=4096, channel_max=128, z_dim=128, w_dim=128,
                     mapping_layers=2, batch_size=16, kimg=20.0, ema_kimg=2.0, r1_gamma=1.0),

@@ -1,6 +1,6 @@
 """StyleGAN2 for brain MRI: the command line.
 
-    python driver.py                                  # train on built-in synthetic brains (~11 min, 2 CPU cores)
+    python driver.py                                  # train on built-in synthetic brains (the 32x32 quick preset)
     python driver.py --data_dir ~/keras_png_slices_data
     python driver.py --load weights                   # resume the last run where it stopped
     python driver.py --clear samples|cache|both       # delete outputs (add --mode train to train after)
@@ -105,7 +105,7 @@ flags.DEFINE_boolean("dry_run", False, "train: resolve the settings, scan the da
                      "files, subjects, slice size), count parameters and time a few steps, then exit without "
                      "writing anything.")
 flags.DEFINE_enum("preset", "quick", list(config_module.PRESETS), "Named settings to start from; the model, "
-                  "objective and run flags override them. quick: 32x32 CPU demo (about 11 minutes on 2 cores); "
+                  "objective and run flags override them. quick: 32x32 demo sized for a 2-core CPU; "
                   "reference: the 64x64 benchmark model; paper: config-f sizes. `--preset paper --help` shows "
                   "that preset's values as the defaults.")
 

@@ -10,10 +10,10 @@
 The first record says which of the CPU's bf16/fp16 units oneDNN can use (AMX or only AVX-512),
 and `--ceiling` measures a plain 3x3 convolution at the reference's busiest shape in each precision:
 the best this machine does per FLOP. Training is quoted against it as `fraction_of_ceiling`, using
-55 GFLOP per trained image (issue 8: G forward 3.85 + D forward 3.98 GFLOP, backward passes and
+55 GFLOP per trained image (G forward 3.85 + D forward 3.98 GFLOP, backward passes and
 the lazy regularisers).
 
-Reference configuration (issue 8): 64x64, batch 16, channel_base 8192, channel_max 256, mapping
+Reference configuration: 64x64, batch 16, channel_base 8192, channel_max 256, mapping
 depth 2, grayscale. Every variant runs in this one process, side by side, so ratios between
 them are meaningful on a shared, noisy machine; absolute figures are not.
 """

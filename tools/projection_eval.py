@@ -1,4 +1,4 @@
-"""Measure projection on real slices (issue 14): how well held-out and training slices are
+"""Measure projection on real slices: how well held-out and training slices are
 reconstructed, how well the residual finds synthetic lesions against a mean-slice baseline, and how
 long a projection takes. Not a test: it needs a trained run and real data.
 
