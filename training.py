@@ -278,8 +278,9 @@ def fit_plan(steps_done, total_steps, steps_per_tick):
     if whole > epoch:
         plan.append((epoch, whole, steps_per_tick))
         epoch = whole
-    if total_steps > epoch * steps_per_tick:                              # the run ends inside a tick
-        plan.append((epoch, epoch + 1, total_steps - epoch * steps_per_tick))
+    start = max(epoch * steps_per_tick, steps_done)
+    if total_steps > start:                                               # the run ends inside a tick
+        plan.append((epoch, epoch + 1, total_steps - start))
     return plan
 
 

@@ -40,6 +40,7 @@ def test_fit_plan_ends_every_call_on_a_tick_and_covers_each_step_once():
     assert training.fit_plan(0, 10, 4) == [(0, 2, 4), (2, 3, 2)]           # the run ends inside a tick
     assert training.fit_plan(3, 12, 4) == [(0, 1, 1), (1, 3, 4)]           # resumed inside a tick
     assert training.fit_plan(5, 7, 4) == [(1, 2, 2)]                       # both at once
+    assert training.fit_plan(7, 7, 4) == training.fit_plan(8, 8, 4) == []  # nothing left to train
     assert training.fit_plan(3, 10**12 + 1, 2) == [(1, 2, 1), (2, 5 * 10**11, 2), (5 * 10**11, 5 * 10**11 + 1, 1)]
     for done, total, tick in [(0, 37, 5), (13, 37, 5), (36, 37, 5), (0, 3, 16)]:
         plan = training.fit_plan(done, total, tick)

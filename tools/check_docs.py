@@ -34,7 +34,6 @@ TINY = ["--resolution=16", "--channel_base=256", "--channel_max=16", "--z_dim=8"
         "--batch_size=4", "--tick_kimg=0.008", "--kimg=0.016"]
 SUBJECTS = {"train": ["0037", "0061", "0096", "0384"], "validate": ["0198"]}
 AGES = {"0037": 20, "0061": 87, "0096": 47, "0384": 55, "0198": 68}
-TRAIN_MODES = ("train",)
 
 
 def save_png(path, image):
@@ -103,19 +102,22 @@ def substitute(command, table, runs):
     return words
 
 
-def mode_of(words):
+def flag_value(words, name, default=""):
+    """The value of `--name` in `words`, written `--name value` or `--name=value`."""
     for i, word in enumerate(words):
-        if word.startswith("--mode"):
-            return word.split("=", 1)[1] if "=" in word else words[i + 1]
-    return "train"
+        if word == name and i + 1 < len(words):
+            return words[i + 1]
+        if word.startswith(name + "="):
+            return word[len(name) + 1:]
+    return default
 
 
-def run(words, cwd, log):
+def driver(args, cwd):
+    """`python driver.py ARGS` in `cwd`, as a user runs it: (exit status, seconds, output)."""
     start = time.time()
-    result = subprocess.run([sys.executable, str(ROOT / "driver.py")] + words[2:], cwd=cwd,
+    result = subprocess.run([sys.executable, str(ROOT / "driver.py")] + args, cwd=cwd,
                             stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    log.write(" ".join(words) + "\n" + result.stdout + result.stderr + "\n")
-    return result.returncode, time.time() - start, (result.stdout + result.stderr).strip().splitlines()
+    return result.returncode, time.time() - start, result.stdout + result.stderr
 
 
 def main():
@@ -130,11 +132,10 @@ def main():
     runs = {"OLD_RUN": plain, "RUN_DIR": plain, "NEW_RUN": scratch / "new_run"}
     if not args.list:
         for folder, extra in ((plain, []), (conditional, ["--condition=slice,age,sex", f"--labels={table['oasis1_demographics.csv']}"])):
-            result = subprocess.run([sys.executable, str(ROOT / "driver.py"), f"--output_dir={folder}",
-                                     f"--data_dir={table['DATA']}"] + TINY + extra,
-                                    stdin=subprocess.DEVNULL, capture_output=True, text=True)
-            if result.returncode:
-                sys.exit(f"could not train the tiny {folder.name} run:\n{result.stderr[-2000:]}")
+            status, _, output = driver([f"--output_dir={folder}", f"--data_dir={table['DATA']}"] + TINY + extra,
+                                       scratch)
+            if status:
+                sys.exit(f"could not train the tiny {folder.name} run:\n{output[-2000:]}")
         steps = sorted(int(p.name[5:-6]) for p in (plain / "checkpoints").glob("ckpt-*.index"))
         runs["1250"] = str(steps[-1])                      # `--checkpoint 1250`: a step this run has
     failed = 0
@@ -144,26 +145,27 @@ def main():
                 print(f"skip  {source}: a two-machine command (tests/test_cluster.py runs it)")
                 continue
             words = substitute(first_choices(command), table, runs)
-            mode = mode_of(words)
-            condition = next((words[i + 1] if w == "--condition" else w[12:] for i, w in enumerate(words)
-                              if w == "--condition" or w.startswith("--condition=")), "")
-            conditional_run = "=" in condition and mode != "train"     # generating at requested labels
-            cwd = conditional if conditional_run else plain
-            if mode in TRAIN_MODES and not any(w.startswith("--load") for w in words):
+            mode = flag_value(words, "--mode", "train")
+            if mode != "train":                            # a conditional run where labels are requested
+                cwd = conditional if "=" in flag_value(words, "--condition") else plain
+            elif flag_value(words, "--load"):
+                cwd = plain
+            else:
                 cwd = scratch / "new"                      # a new run's folder holds no run yet
                 cwd.mkdir(exist_ok=True)
-            if mode in TRAIN_MODES:
+            if mode == "train":
                 words.append("--dry_run")
-                if "--precision" in " ".join(words) and "float16" in words:
-                    words += ["--resolution=16", "--channel_base=256", "--channel_max=16"]  # emulated on a CPU
+                if flag_value(words, "--precision") == "float16":   # emulated on a CPU: hours at full size
+                    words += ["--resolution=16", "--channel_base=256", "--channel_max=16"]
             if args.list:
                 print(f"{source}: {' '.join(words)}  (in {cwd.name})")
                 continue
-            status, seconds, output = run(words, cwd, log)
+            status, seconds, output = driver(words[2:], cwd)
+            log.write(" ".join(words) + "\n" + output + "\n")
             failed += status != 0
             print(f"{'ok  ' if status == 0 else 'FAIL'}  {seconds:5.1f} s  {source}: {command}")
             if status:
-                print("      " + "\n      ".join(output[-3:]))
+                print("      " + "\n      ".join(output.strip().splitlines()[-3:]))
     print(f"{len(commands)} commands, {failed} failed; full output in {scratch / 'check_docs.log'}")
     return 1 if failed else 0
 
