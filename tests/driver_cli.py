@@ -33,6 +33,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TINY = ["--resolution=8", "--channel_base=128", "--channel_max=16", "--z_dim=8", "--w_dim=8",
         "--batch_size=4", "--tick_kimg=0.008"]
 STEPS = 4  # --kimg=0.016 at batch 4
+# The command-line tests run TensorFlow functions eagerly (`run` and the fork server's children):
+# tracing a tiny training step costs more than the four steps it runs (a tiny run in this process:
+# 10.5-12.9 s traced, 4.3-4.7 s eager, AMD EPYC). What they check is the program around the step:
+# files, flags, resume, signals. The traced and compiled step itself is tested where it is built
+# (test_gan.py, test_training.py) and by the real subprocesses below.
 
 
 @dataclasses.dataclass
@@ -49,10 +54,12 @@ def reset_flags():
     driver.FLAGS.unparse_flags()
 
 
-def run(out, *args, expect=0):
-    """`python driver.py --output_dir=out *args` in this process: the exit status, stdout and the log."""
+def run(out, *args, expect=0, graph=False):
+    """`python driver.py --output_dir=out *args` in this process: the exit status, stdout and the log.
+    TensorFlow functions run eagerly unless `graph` (the note at STEPS)."""
     import driver
     reset_flags()
+    tf.config.run_functions_eagerly(not graph)
     keras.backend.clear_session()            # layer names and the graph as a new process has them
     stdout, stderr = io.StringIO(), io.StringIO()
     handler = absl_logging.get_absl_handler().python_handler
@@ -66,6 +73,7 @@ def run(out, *args, expect=0):
     finally:
         handler.stream = stream
         reset_flags()
+        tf.config.run_functions_eagerly(False)
     result = Result(code, stdout.getvalue(), stderr.getvalue())
     assert result.returncode == expect, result.stderr[-3000:]
     return result
