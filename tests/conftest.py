@@ -27,7 +27,9 @@ SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 @pytest.fixture(autouse=True)
 def _seed_and_policy():
-    """Fixed seeds before each test; float32 again after it, whatever precision the test set."""
+    """Fixed seeds before each test; float32 again after it, whatever precision the test set. A test
+    of the traced step must not run eagerly because a command-line run before it left TensorFlow so."""
+    assert not tf.config.functions_run_eagerly(), "a previous test left tf.config.run_functions_eagerly on"
     keras.utils.set_random_seed(0)
     np.random.seed(0)
     yield

@@ -54,12 +54,12 @@ def reset_flags():
     driver.FLAGS.unparse_flags()
 
 
-def run(out, *args, expect=0, graph=False):
+def run(out, *args, expect=0):
     """`python driver.py --output_dir=out *args` in this process: the exit status, stdout and the log.
-    TensorFlow functions run eagerly unless `graph` (the note at STEPS)."""
+    TensorFlow functions run eagerly (the note at STEPS)."""
     import driver
     reset_flags()
-    tf.config.run_functions_eagerly(not graph)
+    tf.config.run_functions_eagerly(True)
     keras.backend.clear_session()            # layer names and the graph as a new process has them
     stdout, stderr = io.StringIO(), io.StringIO()
     handler = absl_logging.get_absl_handler().python_handler
