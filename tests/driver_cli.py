@@ -9,6 +9,12 @@ Three ways to run `driver.py`, cheapest first:
   need a process of their own (signals, a kill, a lock held by another live process).
 - `command(out, *flags)`: the argv of a real `python driver.py`, for the few tests whose point is
   a separate interpreter (two cluster workers, the smoke run of the README's first command).
+
+`run` and the fork server's children run TensorFlow functions eagerly: tracing a tiny training
+step costs more than the four steps it runs (a tiny run in one process: 10.5-12.9 s traced,
+4.3-4.7 s eager, AMD EPYC), and these tests check the program around the step (files, flags,
+resume, signals). The traced step is tested where it is built (test_gan.py, test_training.py)
+and by the real subprocesses, which trace it as a user's run does.
 """
 
 import contextlib
@@ -33,11 +39,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TINY = ["--resolution=8", "--channel_base=128", "--channel_max=16", "--z_dim=8", "--w_dim=8",
         "--batch_size=4", "--tick_kimg=0.008"]
 STEPS = 4  # --kimg=0.016 at batch 4
-# The command-line tests run TensorFlow functions eagerly (`run` and the fork server's children):
-# tracing a tiny training step costs more than the four steps it runs (a tiny run in this process:
-# 10.5-12.9 s traced, 4.3-4.7 s eager, AMD EPYC). What they check is the program around the step:
-# files, flags, resume, signals. The traced and compiled step itself is tested where it is built
-# (test_gan.py, test_training.py) and by the real subprocesses below.
 
 
 @dataclasses.dataclass
@@ -56,7 +57,7 @@ def reset_flags():
 
 def run(out, *args, expect=0):
     """`python driver.py --output_dir=out *args` in this process: the exit status, stdout and the log.
-    TensorFlow functions run eagerly (the note at STEPS)."""
+    TensorFlow functions run eagerly (see the module docstring)."""
     import driver
     reset_flags()
     tf.config.run_functions_eagerly(True)

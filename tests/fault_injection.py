@@ -110,7 +110,7 @@ def _child(job):
     os.dup2(log, 2)
     os.environ.update(job["env"])
     import tensorflow as tf
-    tf.config.run_functions_eagerly(True)     # as driver_cli.run: the note at driver_cli.STEPS
+    tf.config.run_functions_eagerly(True)     # as in driver_cli.run: see its module docstring
     code = 0
     try:
         sys.argv = ["driver.py"] + job["argv"]
