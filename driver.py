@@ -190,8 +190,9 @@ flags.DEFINE_list("eval_metrics", ["swd"], "train: the metrics of each periodic 
                   + ", ".join(evaluation.METRICS) + " (swd is always computed).")
 flags.DEFINE_enum("best_by", "swd_each", list(evaluation.BEST_BY), "train: the periodic score that picks the best "
                   "checkpoint (lowest wins): swd_each = SWD with ProGAN's per-set normalisation (what papers report; "
-                  "the default), swd = this project's (also counts a brightness shift), fid or kid (add them to "
-                  "--eval_metrics).")
+                  "the default), swd = this project's (also counts a brightness shift), fid, kid or c2st (add them to "
+                  "--eval_metrics), c2st_swd = swd_each x 2 (c2st - 0.5), SWD scaled by how far the classifier is "
+                  "above chance (add c2st).")
 flags.DEFINE_string("inception_weights", None, "evaluate: local InceptionV3 'notop' .h5 weights for FID/KID/precision/"
                     "recall when Keras cannot download them (without either, those metrics are skipped).")
 
@@ -287,9 +288,10 @@ def run_options():
         raise ValueError("--init_from starts a new run from another run's weights; --load weights resumes the run "
                          "in --output_dir: give one of them")
     eval_metrics = evaluation.check_metrics(["swd", *FLAGS.eval_metrics], "--eval_metrics")
-    if FLAGS.best_by in ("fid", "kid") and FLAGS.best_by not in eval_metrics:
-        raise ValueError(f"--best_by {FLAGS.best_by} needs it in --eval_metrics: add it (--eval_metrics "
-                         f"{','.join(eval_metrics + (FLAGS.best_by,))}) or choose --best_by swd_each")
+    needed = evaluation.BEST_BY_NEEDS.get(FLAGS.best_by)
+    if needed and needed not in eval_metrics:
+        raise ValueError(f"--best_by {FLAGS.best_by} needs {needed} in --eval_metrics: add it (--eval_metrics "
+                         f"{','.join(eval_metrics + (needed,))}) or choose --best_by swd_each")
     return training.RunOptions(
         output_dir=FLAGS.output_dir, data_dir=FLAGS.data_dir, splits=tuple(FLAGS.splits),
         tick_kimg=FLAGS.tick_kimg, keep_checkpoints=FLAGS.keep_checkpoints, resume=FLAGS.load == "weights",

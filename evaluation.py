@@ -47,10 +47,18 @@ METRICS = {
     "fid": "Frechet Inception distance (needs InceptionV3 weights; lower is better)",
     "kid": "kernel Inception distance, unbiased (needs InceptionV3 weights; lower is better)",
     "pr": "precision and recall in Inception features (needs InceptionV3 weights; higher is better)",
+    "c2st": "classifier two-sample test, the ROC AUC of a small CNN trained to tell generated from real slices "
+            "(0.5 is best, 1.0 always told apart; about 20 s for 500 64x64 slices)",
+    "noise": "noise reliance: the share of a slice's pixel variance made by the per-layer noise, and the C2ST of "
+             "noise-off slices (lower is better: the anatomy should come from the latent)",
 }
 INCEPTION_METRICS = ("fid", "kid", "pr")
 # --best_by: the periodic score (a logs/history.json key, lower is better) that picks the best checkpoint
-BEST_BY = {"swd_each": "swd_each_avg", "swd": "swd_avg", "fid": "fid", "kid": "kid"}
+BEST_BY = {"swd_each": "swd_each_avg", "swd": "swd_avg", "fid": "fid", "kid": "kid", "c2st": "c2st",
+           "c2st_swd": "c2st_swd"}
+BEST_BY_NEEDS = {"fid": "fid", "kid": "kid", "c2st": "c2st", "c2st_swd": "c2st"}   # -> the --eval_metrics it needs
+TRAINED_METRICS = ("c2st", "noise")   # train a classifier (tens of seconds each): asked for by name
+NOISE_LATENTS, NOISE_DRAWS = 64, 4   # the noise share: this many latents, each under this many noise draws
 
 
 def check_metrics(names, flag="--metrics"):
@@ -64,8 +72,8 @@ def check_metrics(names, flag="--metrics"):
 
 
 def offline_metrics(inception_weights=None):
-    """Every metric that can run without a download: the Inception ones only with a local weights
-    file (`inception_weights`, or Keras's copy in ~/.keras/models)."""
+    """Every metric that can run without a download (`--mode evaluate`'s default): the Inception ones
+    only with a local weights file (`inception_weights`, or Keras's copy in ~/.keras/models)."""
     cached = os.path.join(os.path.expanduser("~"), ".keras", "models", metrics.INCEPTION_WEIGHTS_FILE)
     if inception_weights or os.path.isfile(cached):
         return tuple(METRICS)
@@ -74,9 +82,38 @@ def offline_metrics(inception_weights=None):
     return tuple(n for n in METRICS if n not in INCEPTION_METRICS)
 
 
-def evaluate_images(generated, reals, feature_fn=None, seed=0, names=tuple(METRICS)):
+def generate(g, count, c=None, names=("swd",), log_progress=False):
+    """What the metrics `names` need from generator `g`: `count` slices with random noise as in
+    training (seeds 0..count-1, labels `c` [count, c_dim] for a conditional one), and for "noise"
+    the same seeds with the noise off and the first NOISE_LATENTS under NOISE_DRAWS noise draws
+    each (sampling.noise_draws). -> keyword arguments of `evaluate_images`"""
+    sets = {"generated": []}
+    for start in range(0, count, 256):
+        stop = min(start + 256, count)
+        sets["generated"].append(sampling.synthesize(g, range(start, stop), noise_mode="random",
+                                                     c=None if c is None else c[start:stop]))
+        if log_progress:
+            logging.info("generated %d/%d images", stop, count)
+    sets["generated"] = np.concatenate(sets["generated"])                       # [count, R, R, C]
+    if "noise" in names:
+        sets["noise_off"] = sampling.synthesize(g, range(count), noise_mode="none", c=c)
+        latents = min(count, NOISE_LATENTS)
+        sets["draws"] = sampling.noise_draws(g, list(range(latents)), NOISE_DRAWS,
+                                             None if c is None else c[:latents])
+    return sets
+
+
+def c2st_floor(reals, seed=0):
+    """C2ST between two disjoint random halves of the real slices: what the test gives for sets
+    that do not differ (about 0.5; more only by chance or for very few slices)."""
+    return metrics.c2st(*metrics.split_halves(reals, seed), seed=seed)
+
+
+def evaluate_images(generated, reals, feature_fn=None, seed=0, names=tuple(n for n in METRICS if n not in TRAINED_METRICS),
+                    noise_off=None, draws=None):
     """The metrics `names` (see METRICS) of `generated` against `reals` (both [N, R, R, C] in
-    [-1, 1]) as one flat dict.
+    [-1, 1]) as one flat dict. "noise" also needs the same generator's `noise_off` slices and its
+    noise `draws` [N, K, R, R, C] (`generate` makes all three).
 
     feature_fn: images -> features [N, D] for FID, KID, precision and recall (e.g. a partial of
     `metrics.inception_features`); None, or one that raises `metrics.FeaturesUnavailable`, leaves
@@ -106,6 +143,16 @@ def evaluate_images(generated, reals, feature_fn=None, seed=0, names=tuple(METRI
                 report["kid"] = metrics.kid(real_features, fake_features, seed=seed)
             if "pr" in names:
                 report["precision"], report["recall"] = metrics.precision_recall(real_features, fake_features)
+    if "c2st" in names:
+        report["c2st"] = metrics.c2st(reals, generated, seed=seed)
+        if "swd" in names:   # --best_by c2st_swd: ProGAN's SWD, scaled by how far the classifier is above chance
+            report["c2st_swd"] = report["swd_each_avg"] * max(2.0 * (report["c2st"] - 0.5), 0.01)
+    if "noise" in names:
+        if noise_off is None or draws is None:
+            raise ValueError("the noise metric needs the generator's noise-off slices and noise draws "
+                             "(evaluation.generate makes them)")
+        report["noise_share"] = metrics.noise_variance_share(draws)
+        report["c2st_noise_off"] = metrics.c2st(reals, noise_off, seed=seed)
     if "msssim" in names:
         report["diversity_generated"] = metrics.mean_pairwise_ms_ssim(generated, seed=seed)
         report["diversity_real"] = metrics.mean_pairwise_ms_ssim(reals, seed=seed)
@@ -133,6 +180,12 @@ def summary_lines(report):
     if "precision" in report:
         lines.append(f"precision {value('precision', 3)}, recall {value('recall', 3)} (higher is better: "
                      f"realism and coverage)")
+    if "c2st" in report:
+        floor = f", real against real {report['c2st_floor']:.3f}" if "c2st_floor" in report else ""
+        lines.append(f"C2ST, ROC AUC of a classifier (0.5 is best, 1.0 always told apart): {report['c2st']:.3f}{floor}")
+    if "noise_share" in report:
+        lines.append(f"noise reliance (lower is better): the noise makes {100 * report['noise_share']:.1f}% of a slice's "
+                     f"pixel variance; C2ST with the noise off {report['c2st_noise_off']:.3f}")
     if "diversity_generated" in report:
         lines.append(f"diversity, mean pairwise MS-SSIM: generated {report['diversity_generated']:.3f}, real "
                      f"{report['diversity_real']:.3f} (higher than real: less varied; 1: one image)")
@@ -204,20 +257,16 @@ def evaluate_run(paths, reference, num_images=None, seed=0, inception_weights=No
     logging.info("evaluating %s: %d generated against %d real %dx%d slices (%s)",
                  exported or f"the checkpoint at {images_seen / 1000:g} kimg", count, len(reals), g.resolution,
                  g.resolution, ", ".join(names))
-    generated = []
-    for start in range(0, count, 256):
-        stop = min(start + 256, count)
-        generated.append(sampling.synthesize(g, range(start, stop), noise_mode="random",
-                                             c=None if fake_c is None else fake_c[start:stop]))
-        logging.info("generated %d/%d images", start + len(generated[-1]), count)
-    generated = np.concatenate(generated)                                        # [count, R, R, C]
+    sets = generate(g, count, fake_c, names, log_progress=True)
     feature_fn = functools.partial(metrics.inception_features, weights=inception_weights or "imagenet")
     report = {"kimg": None if images_seen is None else images_seen / 1000, "resolution": g.resolution,
               "seed": seed, "exported": exported,
               "reference": [{"folder": folder or "synthetic", "splits": list(splits),
                              "subjects": list(subjects) if subjects else None}
                             for folder, splits, subjects in reference]}
-    report.update(evaluate_images(generated, reals, feature_fn=feature_fn, seed=seed, names=names))
+    report.update(evaluate_images(reals=reals, feature_fn=feature_fn, seed=seed, names=names, **sets))
+    if "c2st" in names:
+        report["c2st_floor"] = c2st_floor(reals, seed)
 
     os.makedirs(paths.evaluation, exist_ok=True)
     name = "report_exported.json" if exported else f"report_{images_seen:08d}.json"

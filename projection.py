@@ -518,22 +518,6 @@ def anomaly_map(targets, references, sigma):
     return smooth(residual, sigma)
 
 
-def auroc(scores, labels):
-    """Area under the ROC curve = P(score of a positive > score of a negative) + P(tie) / 2
-    (Mann-Whitney U with average ranks for ties). Any shapes; labels boolean -> float"""
-    scores, labels = np.asarray(scores, np.float64).ravel(), np.asarray(labels, bool).ravel()
-    positives, negatives = int(labels.sum()), int((~labels).sum())
-    if positives == 0 or negatives == 0:
-        raise ValueError(f"AUROC needs positives and negatives, got {positives} and {negatives}")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    ranks = np.empty(len(scores))
-    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)                 # 1-based average ranks
-    u = ranks[labels].sum() - positives * (positives + 1) / 2.0
-    return float(u / (positives * negatives))
-
-
 # ---------------------------------------------------------------------------------------------
 # Targets, networks, saved latents
 # ---------------------------------------------------------------------------------------------

@@ -58,6 +58,16 @@ def synthesize(g, seeds, psi=1.0, truncation_cutoff=None, batch_size=32, noise_m
     return np.concatenate(out).astype(np.float32)
 
 
+def noise_draws(g, seeds, draws=4, c=None):
+    """Each seed's latent rendered under `draws` different random noise draws, w held fixed: what
+    changes across a row is made by the per-layer noise alone (metrics.noise_variance_share).
+    [N, draws, R, R, C] in [-1, 1]"""
+    ws = styles(g, seeds, c=c)                                                   # [N, L, w_dim]
+    rows = [np.asarray(g.synthesis(ws, noise_mode="random", noise_seed=tf.constant([seeds[0], 2 + k], tf.int64)))
+            for k in range(draws)]                                               # draws x [N, R, R, C]
+    return np.stack(rows, axis=1).astype(np.float32)
+
+
 def styles(g, seeds, psi=1.0, truncation_cutoff=None, c=None):
     """Per-layer styles [N, num_ws, w_dim] for `seeds` (and labels `c`), truncated towards w_avg by
     psi (the first `truncation_cutoff` layers only, when given)."""

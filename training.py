@@ -29,7 +29,6 @@ import data
 import evaluation
 import atomic
 import labels
-import sampling
 import metrics
 import pixels
 import visualize
@@ -232,10 +231,10 @@ class TickOutputs(keras.callbacks.Callback):
         self.checkpointer.check_finite(self.steps_done())   # a diverged state writes nothing at all
         if self.evaluation_due(kimg):
             count = self.options.eval_images
-            generated = sampling.synthesize(self.model.generator_ema, range(count), noise_mode="random",
-                                            c=labels.draw(self.reference_c, count, self.config.seed))
-            report = evaluation.evaluate_images(generated, self.reference, self.feature_fn, self.config.seed,
-                                                self.options.eval_metrics)
+            sets = evaluation.generate(self.model.generator_ema, count,
+                                       labels.draw(self.reference_c, count, self.config.seed), self.options.eval_metrics)
+            report = evaluation.evaluate_images(reals=self.reference, feature_fn=self.feature_fn, seed=self.config.seed,
+                                                names=self.options.eval_metrics, **sets)
             entry.update({k: v for k, v in report.items() if v is not None and not k.startswith("num_")})
         self.history.append(entry)
 
@@ -417,6 +416,9 @@ def _train_locked(config, options, explicit, paths, strategy):
                                                            config.channels, spec)
         logging.info("evaluating %s every %g kimg against %d real slices", ", ".join(options.eval_metrics),
                      options.eval_kimg, len(reference))
+        if "c2st" in options.eval_metrics or "noise" in options.eval_metrics:
+            logging.info("C2ST of two halves of those real slices (the floor): %.3f",
+                         evaluation.c2st_floor(pixels.to_unit_range(reference), config.seed))
 
     # fit() runs whole executions of steps_per_execution steps, so ticks and the run end on multiples of it.
     execution = options.steps_per_execution

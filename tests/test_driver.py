@@ -66,8 +66,10 @@ def test_a_flag_that_conflicts_with_the_checkpoint_is_refused(trained):
     (["--load=weights"], "no checkpoint to load"),
     (["--data_dir=/no/such/folder"], "/no/such/folder"),
     (["--resolution=48"], "power of two"),
-    (["--eval_kimg=0.004", "--best_by=fid"], "--best_by fid needs it in --eval_metrics: add it (--eval_metrics "
+    (["--eval_kimg=0.004", "--best_by=fid"], "--best_by fid needs fid in --eval_metrics: add it (--eval_metrics "
                                              "swd,fid)"),
+    (["--eval_kimg=0.004", "--best_by=c2st_swd"], "--best_by c2st_swd needs c2st in --eval_metrics: add it "
+                                                  "(--eval_metrics swd,c2st)"),
 ])
 def test_bad_input_is_one_clear_error(tmp_path, args, message):
     result = run(str(tmp_path), *TINY, *args, expect=1)

@@ -15,6 +15,7 @@ from keras.src.utils import file_utils
 
 import evaluation
 import metrics
+from generator import Generator
 
 
 def phantoms(n, size=32, seed=0):
@@ -240,6 +241,59 @@ def test_inception_features_shape_with_random_weights():
     assert not np.allclose(features[1], features[0])
 
 
+# --------------------------------------------------------------------------------------------- C2ST
+
+@pytest.mark.parametrize("scores, labels, expected", [
+    ([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1], 0.75),
+    ([1, 2, 3, 4], [0, 0, 1, 1], 1.0),
+    ([1, 2, 3, 4], [1, 1, 0, 0], 0.0),
+    ([1, 1, 1, 1], [0, 1, 0, 1], 0.5),                          # ties count one half
+    ([0.5, 0.5, 0.2, 0.9], [1, 0, 0, 1], 0.875),                # (1 + 0.5 + 1 + 1) / 4
+])
+def test_auroc_hand_values(scores, labels, expected):
+    assert metrics.auroc(scores, labels) == pytest.approx(expected)
+
+
+def test_auroc_needs_both_classes():
+    with pytest.raises(ValueError, match="positives and negatives"):
+        metrics.auroc([1, 2], [1, 1])
+
+
+def test_c2st_is_chance_for_one_distribution_and_near_one_for_shifted_or_blurred_slices():
+    real, other = phantoms(64, seed=0), phantoms(64, seed=1)            # two draws of one distribution
+    same = metrics.c2st(real, other, seed=0)
+    assert 0.35 < same < 0.65
+    assert metrics.c2st(real, other, seed=0) == same                     # the seed fixes every choice
+    assert metrics.c2st(real, np.roll(other, 6, axis=2), seed=0) > 0.95    # the anatomy moved 6 px
+    assert metrics.c2st(real, box_blur(other, 1), seed=0) > 0.85         # the texture blurred
+
+
+def test_c2st_checks_its_inputs():
+    with pytest.raises(ValueError, match="at least 4 images per set"):
+        metrics.c2st(phantoms(3), phantoms(8))
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        metrics.c2st(phantoms(8), phantoms(8), folds=1)
+
+
+def test_split_halves_are_disjoint_and_equal():
+    a, b = metrics.split_halves(np.arange(9)[:, None], seed=3)
+    assert len(a) == len(b) == 4 and not set(a.ravel()) & set(b.ravel())
+
+
+def test_noise_share_is_the_noise_variance_over_the_whole():
+    rng = np.random.default_rng(0)
+    anatomy = rng.uniform(-1, 1, [6, 1, 16, 16, 1])                      # per latent; pixel variance 1/3
+    noise = rng.standard_normal([6, 50, 16, 16, 1])                      # 50 draws each
+    for sigma in (0.0, 0.3, 1.0):
+        # Var over draws with ddof 0 keeps (K - 1) / K of sigma^2; the total is 1/3 + sigma^2.
+        expected = sigma ** 2 * (49 / 50) / (1 / 3 + sigma ** 2)
+        assert metrics.noise_variance_share(anatomy + sigma * noise) == pytest.approx(expected, abs=0.01)
+    # A flat latent image: all noise, less the 1/K of it left in the mean over the draws.
+    assert metrics.noise_variance_share(0.5 + noise) == pytest.approx(49 / 50, abs=0.005)
+    with pytest.raises(ValueError, match="K >= 2 noise draws"):
+        metrics.noise_variance_share(anatomy)
+
+
 # --------------------------------------------------------------------------------------------- evaluation
 
 def block_features(images):
@@ -314,14 +368,32 @@ def test_evaluate_run_writes_the_report_with_fake_checkpoint_and_reference(tmp_p
                    {"kimg": 1.0, "swd_avg": 7.0, "swd_each_avg": 6.0, "best": True}, {"kimg": 1.2}], f)
 
     reference = [("data", ("validate",), None), ("data", ("train",), ("37",))]
-    report = evaluation.evaluate_run(paths, reference, inception_weights=str(tmp_path / "missing.h5"))
+    report = evaluation.evaluate_run(paths, reference, inception_weights=str(tmp_path / "missing.h5"),
+                                     names=("swd", "fid", "c2st"))
     assert calls == {"resolution": 16, "parts": reference, "channels": 1}     # both parts, together
     assert report["num_real"] == 40 and report["num_generated"] == evaluation.MIN_IMAGES
     assert report["kimg"] == 1.234 and report["fid"] is None and report["swd_avg"] > 0.0
+    assert report["c2st"] > 0.9 and report["c2st_floor"] < 0.8          # tanh(z) is no phantom; halves of one set are alike
+    assert report["c2st_swd"] == pytest.approx(report["swd_each_avg"] * 2 * (report["c2st"] - 0.5))
     with open(tmp_path / "evaluation" / "latest.json") as f:
         assert json.load(f) == report
     assert (tmp_path / "evaluation" / "report_00001234.json").exists()
     assert (tmp_path / "evaluation" / "swd_curve.png").exists()
+
+
+def test_the_noise_metric_measures_the_generators_own_noise():
+    g = Generator(resolution=16, channel_base=256, channel_max=16, z_dim=8, w_dim=8, mapping_layers=2)
+    reals = phantoms(24, size=16)
+    quiet = evaluation.evaluate_images(reals=reals, names=("noise",), **evaluation.generate(g, 24, names=("noise",)))
+    assert quiet["noise_share"] == pytest.approx(0.0, abs=1e-6)           # noise strengths start at 0
+    for noise in g.synthesis.noises:
+        noise.strength.assign(3.0)
+    sets = evaluation.generate(g, 24, names=("noise",))
+    assert sets["draws"].shape == (24, evaluation.NOISE_DRAWS, 16, 16, 1) and sets["noise_off"].shape == (24, 16, 16, 1)
+    loud = evaluation.evaluate_images(reals=reals, names=("noise",), **sets)
+    assert loud["noise_share"] > 0.3 and 0.0 <= loud["c2st_noise_off"] <= 1.0
+    with pytest.raises(ValueError, match="noise-off slices and noise draws"):
+        evaluation.evaluate_images(sets["generated"], reals, names=("noise",))
 
 
 def test_chosen_metrics_only_are_computed_and_unknown_names_are_refused(sets):
@@ -344,7 +416,7 @@ def test_chosen_metrics_only_are_computed_and_unknown_names_are_refused(sets):
 
 def test_offline_default_leaves_out_inception_metrics_without_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))                              # no ~/.keras/models copy
-    assert evaluation.offline_metrics() == ("swd", "msssim")
+    assert evaluation.offline_metrics() == ("swd", "msssim", "c2st", "noise")
     assert evaluation.offline_metrics(str(tmp_path / "w.h5")) == tuple(evaluation.METRICS)
     (tmp_path / ".keras" / "models").mkdir(parents=True)
     (tmp_path / ".keras" / "models" / metrics.INCEPTION_WEIGHTS_FILE).write_bytes(b"")

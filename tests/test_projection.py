@@ -286,22 +286,6 @@ def test_psnr_and_ssim_hand_values():
     assert P.ssim(b, b)[0] == pytest.approx(1.0, abs=1e-6) and P.ssim(-b, b)[0] < 0
 
 
-@pytest.mark.parametrize("scores, labels, expected", [
-    ([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1], 0.75),
-    ([1, 2, 3, 4], [0, 0, 1, 1], 1.0),
-    ([1, 2, 3, 4], [1, 1, 0, 0], 0.0),
-    ([1, 1, 1, 1], [0, 1, 0, 1], 0.5),                          # ties count one half
-    ([0.5, 0.5, 0.2, 0.9], [1, 0, 0, 1], 0.875),                # (1 + 0.5 + 1 + 1) / 4
-])
-def test_auroc_hand_values(scores, labels, expected):
-    assert P.auroc(scores, labels) == pytest.approx(expected)
-
-
-def test_auroc_needs_both_classes():
-    with pytest.raises(ValueError, match="positives and negatives"):
-        P.auroc([1, 2], [1, 1])
-
-
 def test_smoothing_keeps_constants_and_spreads_an_impulse_as_a_gaussian():
     taps = P.gaussian_taps(1.0)
     assert len(taps) == 7 and taps.sum() == pytest.approx(1.0) and taps[3] == taps.max()

@@ -61,3 +61,16 @@ def test_truncation_cutoff_pulls_only_the_first_layers_towards_w_avg():
     np.testing.assert_allclose(cut[:, 2:], free[:, 2:], atol=1e-6)
     assert g.num_ws > 2
 
+
+
+def test_noise_draws_change_only_the_noise_of_each_latent():
+    g = tiny_generator()
+    draws = sampling.noise_draws(g, [3, 5], draws=3)                               # [2, 3, 8, 8, 1]
+    assert draws.shape == (2, 3, 8, 8, 1)
+    assert not np.allclose(draws[0, 0], draws[0, 1])                  # each draw its own noise
+    np.testing.assert_array_equal(draws, sampling.noise_draws(g, [3, 5], draws=3))   # reproducible
+    for noise in g.synthesis.noises:
+        noise.strength.assign(0.0)                                    # no noise: every draw is the latent's image
+    quiet = sampling.noise_draws(g, [3, 5], draws=3)
+    np.testing.assert_allclose(quiet[:, 0], quiet[:, 2], atol=1e-6)
+    np.testing.assert_allclose(quiet[:, 0], sampling.synthesize(g, [3, 5], noise_mode="none"), atol=1e-5)

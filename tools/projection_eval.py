@@ -43,6 +43,7 @@ from absl import logging  # noqa: E402
 
 import atomic  # noqa: E402
 import data  # noqa: E402
+import metrics  # noqa: E402
 import pixels  # noqa: E402
 import projection as P  # noqa: E402
 
@@ -270,10 +271,10 @@ def detection_scores(lesioned, clean, lesion_refs, clean_refs, masks, regions, s
     """Pixel and image AUROC of residual maps against references (reconstructions or mean slices)."""
     heat_lesioned = P.anomaly_map(lesioned, lesion_refs, sigma)                 # [n, R, R]
     heat_clean = P.anomaly_map(clean, clean_refs, sigma)
-    pixel = P.auroc(heat_lesioned[regions], masks[regions])
+    pixel = metrics.auroc(heat_lesioned[regions], masks[regions])
     image_scores = np.concatenate([np.where(regions, heat_lesioned, 0).max(axis=(1, 2)),
                                    np.where(regions, heat_clean, 0).max(axis=(1, 2))])
-    image = P.auroc(image_scores, np.r_[np.ones(len(lesioned)), np.zeros(len(clean))].astype(bool))
+    image = metrics.auroc(image_scores, np.r_[np.ones(len(lesioned)), np.zeros(len(clean))].astype(bool))
     return {"pixel_auroc": pixel, "image_auroc": image}, heat_lesioned
 
 
@@ -292,7 +293,7 @@ def lesion_study(projector, images, recons, levels, means, resolution, n, batch,
         select = np.array(select)
         if not select.any():
             continue
-        by_kind[key] = {name: P.auroc(heat[select][regions[select]], masks[select][regions[select]])
+        by_kind[key] = {name: metrics.auroc(heat[select][regions[select]], masks[select][regions[select]])
                         for name, heat in (("ours", heat_ours), ("baseline", heat_base))}
     report = {"ours": ours, "baseline": base, "pixel_auroc_by_kind": by_kind, "n": int(len(chosen)),
               "sigma_px": sigma}
