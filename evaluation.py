@@ -151,7 +151,8 @@ def evaluate_images(generated, reals, feature_fn=None, seed=0, names=tuple(n for
         if noise_off is None or draws is None:
             raise ValueError("the noise metric needs the generator's noise-off slices and noise draws "
                              "(evaluation.generate makes them)")
-        report["noise_share"] = metrics.noise_variance_share(draws)
+        for level, share in metrics.noise_variance_shares(draws).items():
+            report["noise_share" if level == "all" else f"noise_share_{level}"] = share
         report["c2st_noise_off"] = metrics.c2st(reals, noise_off, seed=seed)
     if "msssim" in names:
         report["diversity_generated"] = metrics.mean_pairwise_ms_ssim(generated, seed=seed)
@@ -161,10 +162,11 @@ def evaluate_images(generated, reals, feature_fn=None, seed=0, names=tuple(n for
 
 def summary_lines(report):
     """One human-readable line per metric in `report` (an `evaluate_images` dict)."""
-    def levels(prefix):
+    def levels(prefix, unit=""):
         keys = sorted((k for k in report if k.startswith(prefix) and k[len(prefix):].isdigit()),
                       key=lambda k: -int(k[len(prefix):]))
-        return ", ".join(f"{k[len(prefix):]}px {report[k]:.2f}" for k in keys)
+        scale = 100 if unit == "%" else 1
+        return ", ".join(f"{k[len(prefix):]}px {scale * report[k]:.{1 if unit else 2}f}{unit}" for k in keys)
 
     def value(key, digits=4):
         return "unavailable (no InceptionV3 weights)" if report.get(key) is None else f"{report[key]:.{digits}g}"
@@ -185,7 +187,8 @@ def summary_lines(report):
         lines.append(f"C2ST, ROC AUC of a classifier (0.5 is best, 1.0 always told apart): {report['c2st']:.3f}{floor}")
     if "noise_share" in report:
         lines.append(f"noise reliance (lower is better): the noise makes {100 * report['noise_share']:.1f}% of a slice's "
-                     f"pixel variance; C2ST with the noise off {report['c2st_noise_off']:.3f}")
+                     f"pixel variance ({levels('noise_share_', '%')}); C2ST with the noise off "
+                     f"{report['c2st_noise_off']:.3f}")
     if "diversity_generated" in report:
         lines.append(f"diversity, mean pairwise MS-SSIM: generated {report['diversity_generated']:.3f}, real "
                      f"{report['diversity_real']:.3f} (higher than real: less varied; 1: one image)")

@@ -452,6 +452,22 @@ def noise_variance_share(images):
     return float(np.mean(from_noise / np.maximum(total, 1e-12)))
 
 
+def noise_variance_shares(images, min_resolution=16):
+    """`noise_variance_share` of the whole slices ("all") and of each Laplacian-pyramid level (keyed by
+    its resolution, finest first, as SWD's). The whole-slice share is dominated by the head against
+    the background; the levels say at which scale the noise draws the detail: a generator whose
+    anatomy comes from the latent keeps the share low at the middle levels.
+    [N, K, R, R, C] -> {"all": float, R: float, R/2: float, ...}"""
+    images = np.asarray(images, np.float32)
+    if images.ndim != 5:
+        raise ValueError(f"expected renders [N latents, K >= 2 noise draws, H, W, C], got shape {images.shape}")
+    n, k = images.shape[:2]
+    shares = {"all": noise_variance_share(images)}
+    for level in laplacian_pyramid(images.reshape(n * k, *images.shape[2:]), min_resolution):
+        shares[level.shape[1]] = noise_variance_share(level.reshape(n, k, *level.shape[1:]))
+    return shares
+
+
 # ---------------------------------------------------------------------------------------------
 # InceptionV3 features (Szegedy et al. 2016), as FID/KID use them
 # ---------------------------------------------------------------------------------------------

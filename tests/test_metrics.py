@@ -294,6 +294,15 @@ def test_noise_share_is_the_noise_variance_over_the_whole():
         metrics.noise_variance_share(anatomy)
 
 
+def test_noise_shares_by_level_find_white_noise_in_the_fine_detail():
+    rng = np.random.default_rng(1)
+    anatomy = np.repeat(phantoms(4, size=32)[:, None], 8, axis=1)                 # [4, 8, 32, 32, 1]
+    shares = metrics.noise_variance_shares(anatomy + 0.1 * rng.standard_normal(anatomy.shape))
+    assert list(shares) == ["all", 32, 16]                                         # SWD's levels, finest first
+    assert shares[32] > 5 * shares["all"] > 5 * shares[16] > 0.0                   # white noise is fine detail
+    assert metrics.noise_variance_shares(anatomy)[32] == 0.0
+
+
 # --------------------------------------------------------------------------------------------- evaluation
 
 def block_features(images):
