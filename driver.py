@@ -442,7 +442,8 @@ def evaluate():
     evaluation.evaluate_run(paths, options.reference_parts,
                             num_images=FLAGS.num_images if FLAGS["num_images"].present else None,
                             inception_weights=FLAGS.inception_weights, checkpoint=FLAGS.checkpoint,
-                            exported=FLAGS.exported, names=names)
+                            exported=FLAGS.exported, names=names,
+                            training=(options.data_dir, options.splits, options.exclude_subjects))
 
 
 def project():

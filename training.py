@@ -165,8 +165,9 @@ class TickOutputs(keras.callbacks.Callback):
     end by itself (`fit_plan`), so no step waits for a check of the counter."""
 
     def __init__(self, paths, checkpointer, config, options, total_steps, stop_flag, history, reference=None,
-                 reference_c=None, train_c=None):
+                 reference_c=None, train_c=None, train_reals=None):
         super().__init__()
+        self.train_reals = train_reals          # what C2ST compares with (evaluation.training_sample)
         self.paths, self.checkpointer, self.config, self.options = paths, checkpointer, config, options
         self.total_steps, self.stop_flag, self.history = total_steps, stop_flag, history
         self.reference = None if reference is None else pixels.to_unit_range(reference)
@@ -234,7 +235,7 @@ class TickOutputs(keras.callbacks.Callback):
             sets = evaluation.generate(self.model.generator_ema, count,
                                        labels.draw(self.reference_c, count, self.config.seed), self.options.eval_metrics)
             report = evaluation.evaluate_images(reals=self.reference, feature_fn=self.feature_fn, seed=self.config.seed,
-                                                names=self.options.eval_metrics, **sets)
+                                                names=self.options.eval_metrics, train_reals=self.train_reals, **sets)
             entry.update({k: v for k, v in report.items() if v is not None and not k.startswith("num_")})
         self.history.append(entry)
 
@@ -410,15 +411,16 @@ def _train_locked(config, options, explicit, paths, strategy):
     if len(images) < config.batch_size:
         raise RunError(f"only {len(images)} usable slices, fewer than one batch of {config.batch_size}; "
                        f"add data or lower --batch_size")
-    reference = reference_c = None
+    reference = reference_c = train_reals = None
     if options.eval_kimg > 0:
         reference, reference_c = evaluation.load_reference(options.reference_parts, config.resolution, paths.cache,
                                                            config.channels, spec)
         logging.info("evaluating %s every %g kimg against %d real slices", ", ".join(options.eval_metrics),
                      options.eval_kimg, len(reference))
-        if "c2st" in options.eval_metrics or "noise" in options.eval_metrics:
-            logging.info("C2ST of two halves of those real slices (the floor): %.3f",
-                         evaluation.c2st_floor(pixels.to_unit_range(reference), config.seed))
+        if any(n in options.eval_metrics for n in evaluation.TRAINED_METRICS):
+            train_reals = evaluation.training_sample(images, options.eval_images, config.seed)
+            logging.info("C2ST against %d training slices; two halves of them give %.3f (the floor)",
+                         len(train_reals), evaluation.c2st_floor(train_reals, config.seed))
 
     # fit() runs whole executions of steps_per_execution steps, so ticks and the run end on multiples of it.
     execution = options.steps_per_execution
@@ -464,7 +466,7 @@ def _train_locked(config, options, explicit, paths, strategy):
 
     with StopFlag() as stop_flag:
         ticks = TickOutputs(paths, checkpointer, config, options, total_steps, stop_flag, history, reference,
-                            reference_c, train_c)
+                            reference_c, train_c, train_reals)
         try:
             # Each Keras epoch is one tick. steps_per_epoch on the endless stream, not take(): a fit()
             # that runs out of data stops mid-step and leaves per-step state behind that fails the next

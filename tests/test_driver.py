@@ -152,6 +152,8 @@ def test_evaluate_writes_a_report_and_skips_inception_metrics_in_one_line(traine
     report = json.load(open(os.path.join(out, "evaluation", "latest.json")))
     assert report["num_generated"] == 16 and report["swd_avg"] > 0 and report["fid"] is None
     assert report["kimg"] == 0.016 and 0 < report["diversity_generated"] <= 1
+    assert 0 <= report["c2st"] <= 1 and 0 <= report["c2st_floor"] <= 1 and 0 <= report["noise_share_8"] <= 1
+    assert "C2ST against training slices" in result.stderr and "C2ST with the noise off" in result.stderr
     assert sum("missing.h5" in line for line in result.stderr.splitlines()) == 1
     assert sum("SWD x1e3 (lower is better)" in line for line in result.stderr.splitlines()) == 1
     assert "FID (lower is better): unavailable" in result.stderr and "mean pairwise MS-SSIM" in result.stderr
@@ -197,12 +199,16 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(trained, eval_slic
     source = trained[0]
     out = str(tmp_path / "tuned")
     result = run(out, *TINY, f"--init_from={source}", "--kimg=0.004", "--g_lr=1e-9", "--d_lr=1e-9", "--nomirror",
-                 "--eval_kimg=0.004", "--eval_images=16", "--eval_metrics=swd,msssim", f"--eval_dir={eval_slices}")
+                 "--eval_kimg=0.004", "--eval_images=16", "--eval_metrics=swd,msssim,c2st", "--best_by=c2st_swd",
+                 f"--eval_dir={eval_slices}")
     assert f"initialised from {source}/checkpoints/best/ckpt-{STEPS}" in result.stderr
+    assert "C2ST against 16 training slices; two halves of them give" in result.stderr
     config = json.load(open(os.path.join(out, "checkpoints", "config.json")))
     assert config["mirror"] is False and config["g_lr"] == 1e-9
     history = json.load(open(os.path.join(out, "logs", "history.json")))
     assert [h["kimg"] for h in history] == [0.004] and 0 < history[0]["diversity_generated"] <= 1
+    assert history[0]["best"] and history[0]["c2st_swd"] == pytest.approx(
+        history[0]["swd_each_avg"] * max(2 * (history[0]["c2st"] - 0.5), 0.01))
     tuned, before = checkpoint_variables(out), checkpoint_variables(source)
     networks = [k for k in before if k.startswith(("model/generator.S", "model/discriminator.S")) and "w_avg" not in k]
     assert len(networks) > 30

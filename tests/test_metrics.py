@@ -362,8 +362,8 @@ class FakeGenerator:
 def test_evaluate_run_writes_the_report_with_fake_checkpoint_and_reference(tmp_path, monkeypatch):
     calls = {}
 
-    def load_slices(reference_dir, resolution, cache, splits, channels, subjects):
-        calls.setdefault("parts", []).append((reference_dir, splits, subjects))
+    def load_slices(reference_dir, resolution, cache, splits, channels, subjects=None, exclude_subjects=None):
+        calls.setdefault("parts", []).append((reference_dir, splits, subjects) + ((exclude_subjects,) if exclude_subjects else ()))
         calls.update(resolution=resolution, channels=channels)
         return ((phantoms(20, size=16) + 1.0) * 127.5).astype(np.uint8)
 
@@ -378,8 +378,10 @@ def test_evaluate_run_writes_the_report_with_fake_checkpoint_and_reference(tmp_p
 
     reference = [("data", ("validate",), None), ("data", ("train",), ("37",))]
     report = evaluation.evaluate_run(paths, reference, inception_weights=str(tmp_path / "missing.h5"),
-                                     names=("swd", "fid", "c2st"))
+                                     names=("swd", "fid", "c2st"), training=("data", ("train",), ("37",)))
+    training_call = calls["parts"].pop()                                  # C2ST's: the training slices
     assert calls == {"resolution": 16, "parts": reference, "channels": 1}     # both parts, together
+    assert training_call == ("data", ("train",), None, ("37",))
     assert report["num_real"] == 40 and report["num_generated"] == evaluation.MIN_IMAGES
     assert report["kimg"] == 1.234 and report["fid"] is None and report["swd_avg"] > 0.0
     assert report["c2st"] > 0.9 and report["c2st_floor"] < 0.8          # tanh(z) is no phantom; halves of one set are alike
@@ -393,16 +395,19 @@ def test_evaluate_run_writes_the_report_with_fake_checkpoint_and_reference(tmp_p
 def test_the_noise_metric_measures_the_generators_own_noise():
     g = Generator(resolution=16, channel_base=256, channel_max=16, z_dim=8, w_dim=8, mapping_layers=2)
     reals = phantoms(24, size=16)
-    quiet = evaluation.evaluate_images(reals=reals, names=("noise",), **evaluation.generate(g, 24, names=("noise",)))
+    quiet = evaluation.evaluate_images(reals=reals, names=("noise",), train_reals=reals,
+                                       **evaluation.generate(g, 24, names=("noise",)))
     assert quiet["noise_share"] == pytest.approx(0.0, abs=1e-6)           # noise strengths start at 0
     for noise in g.synthesis.noises:
         noise.strength.assign(3.0)
     sets = evaluation.generate(g, 24, names=("noise",))
     assert sets["draws"].shape == (24, evaluation.NOISE_DRAWS, 16, 16, 1) and sets["noise_off"].shape == (24, 16, 16, 1)
-    loud = evaluation.evaluate_images(reals=reals, names=("noise",), **sets)
+    loud = evaluation.evaluate_images(reals=reals, names=("noise",), train_reals=reals, **sets)
     assert loud["noise_share"] > 0.3 and 0.0 <= loud["c2st_noise_off"] <= 1.0
     with pytest.raises(ValueError, match="noise-off slices and noise draws"):
-        evaluation.evaluate_images(sets["generated"], reals, names=("noise",))
+        evaluation.evaluate_images(sets["generated"], reals, names=("noise",), train_reals=reals)
+    with pytest.raises(ValueError, match="give train_reals"):
+        evaluation.evaluate_images(**sets, reals=reals, names=("noise",))
 
 
 def test_chosen_metrics_only_are_computed_and_unknown_names_are_refused(sets):
