@@ -112,7 +112,7 @@ def c2st_floor(train_reals, seed=0):
 def training_sample(images, count, seed=0):
     """At most `count` of the training slices, drawn by `seed`, in [-1, 1]: what C2ST compares the
     generated slices with. Not the held-out reference: a small CNN tells one set of subjects from
-    another by their heads alone (AUC 0.995, 10 training against 3 held-out OASIS subjects at 64x64,
+    another by their heads alone (AUC 0.995, 8 training against 3 held-out OASIS subjects at 64x64,
     docs/quality.md), so only the training subjects give a floor near 0.5."""
     chosen = np.sort(np.random.default_rng(seed).permutation(len(images))[:count])
     return pixels.to_unit_range(images[chosen])

@@ -6,7 +6,9 @@
 For each run (a conditional one draws the held-out slices' own labels): SWD of its checkpoint against the held-out subjects (the validate split plus
 `--held_out` training subjects), per level, with this project's normalisation and ProGAN's
 (`normalization="each"`); the real floor (training subjects against held-out ones) the same way;
-diversity (mean pairwise MS-SSIM) against the real set's; and how the generated slices spread over
+diversity (mean pairwise MS-SSIM) against the real set's; C2ST against the training slices (its floor: two
+halves of them; the training subjects against the held-out ones shows why not those), the noise
+share of pixel variance and the C2ST of noise-off slices (evaluation's "c2st" and "noise"); and how the generated slices spread over
 the axial levels, by a ridge regressor of the level trained on real training slices and read
 against the `--held_out` training subjects' own (the validate subject's levels cover another range). With
 `--plot`, every run's periodic SWD curve in one figure, and a grid of samples beside real held-out
@@ -121,6 +123,9 @@ def main():
                          "levels_real": thirds(reference_levels),
                          "levels_real_predicted": thirds(predict_levels(weights, level_images)),
                          "level_regressor_mae": round(errors[penalty], 3), "level_regressor_penalty": penalty}}
+    train_sample = evaluation.training_sample(pixels.to_uint8(train), args.images)
+    results["floor"]["c2st_floor"] = round(evaluation.c2st_floor(train_sample), 3)
+    results["floor"]["c2st_train_vs_held_out"] = round(metrics.c2st(train_sample, reference), 3)
     print(json.dumps({"floor": results["floor"]}), flush=True)
 
     from runs import Paths, load_for_inference
@@ -131,12 +136,15 @@ def main():
         if spec is not None:                # a conditional run: the held-out slices' own labels
             parts = [(args.data_dir, ("validate",), None)] + ([(args.data_dir, ("train",), held_out)] if held_out else [])
             c = labels.draw(evaluation.load_reference(parts, r, None, 1, spec)[1], args.images, seed=0)
-        fakes = sampling.synthesize(gan.generator_ema, range(args.images), noise_mode="random", c=c)
+        sets = evaluation.generate(gan.generator_ema, args.images, c, names=("noise",))
+        fakes = sets["generated"]
+        judged = evaluation.evaluate_images(reals=reference, names=("c2st", "noise"), train_reals=train_sample, **sets)
         history_path = os.path.join(run, "logs", "history.json")
         history = json.load(open(history_path)) if os.path.exists(history_path) else []
         results[run] = {"kimg": int(gan.images_seen.numpy()) / 1000, **swd_both(reference, fakes),
                         "diversity": round(metrics.mean_pairwise_ms_ssim(fakes), 3),
-                        "levels": thirds(predict_levels(weights, fakes))}
+                        "levels": thirds(predict_levels(weights, fakes)),
+                        **{k: round(v, 3) for k, v in judged.items() if k.startswith(("c2st", "noise_share"))}}
         for key in ("swd_avg", "swd_each_avg"):     # the periodic curve's best and last (kimg, score)
             curve = [(h["kimg"], h[key]) for h in history if key in h]
             results[run][f"periodic_best_{key}"] = min(curve, key=lambda p: p[1]) if curve else None
@@ -144,7 +152,9 @@ def main():
         print(json.dumps({run: results[run]}), flush=True)
         if args.plot:
             stem = os.path.splitext(args.plot)[0]
-            cells = np.concatenate([reference[np.linspace(0, len(reference) - 1, 8).astype(int)], fakes[:24]])
+            # Real held-out slices, then samples with random noise, then the same latents with the noise off.
+            cells = np.concatenate([reference[np.linspace(0, len(reference) - 1, 8).astype(int)], fakes[:16],
+                                    sets["noise_off"][:16]])
             visualize.save_grid(f"{stem}_{os.path.basename(os.path.normpath(run))}_samples.png", cells, columns=8)
     if args.plot:
         plot_curves(args.plot, args.runs, results["floor"])
