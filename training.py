@@ -167,10 +167,10 @@ class TickOutputs(keras.callbacks.Callback):
     def __init__(self, paths, checkpointer, config, options, total_steps, stop_flag, history, reference=None,
                  reference_c=None, train_c=None, train_reals=None):
         super().__init__()
-        self.train_reals = train_reals          # what C2ST compares with (evaluation.training_sample)
         self.paths, self.checkpointer, self.config, self.options = paths, checkpointer, config, options
         self.total_steps, self.stop_flag, self.history = total_steps, stop_flag, history
         self.reference = None if reference is None else pixels.to_unit_range(reference)
+        self.train_reals = train_reals          # what C2ST compares with (evaluation.training_sample)
         # A conditional run's evaluation draws labels from the reference slices, its grid from the training ones.
         self.reference_c = reference_c
         self.fixed_c = labels.draw(train_c, options.grid_size, config.seed)
@@ -244,7 +244,7 @@ class TickOutputs(keras.callbacks.Callback):
         visualize.save_grid(os.path.join(self.paths.samples, name), samples)
         visualize.save_grid(os.path.join(self.paths.samples, "latest.png"), samples)
         visualize.plot_history(os.path.join(self.paths.samples, "losses.png"), self.history,
-                               extra=(("swd_avg", "swd_each_avg"), "fid", "kid", "diversity_generated", "r1", "gp",
+                               extra=(("swd_avg", "swd_each_avg"), "fid", "kid", ("c2st", "c2st_noise_off"), "diversity_generated", "r1", "gp",
                                       "pl", "augment_p", "ada_rt"))
         with self.writer.as_default(step=images):
             for k, v in entry.items():
