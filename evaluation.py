@@ -48,7 +48,7 @@ METRICS = {
     "kid": "kernel Inception distance, unbiased (needs InceptionV3 weights; lower is better)",
     "pr": "precision and recall in Inception features (needs InceptionV3 weights; higher is better)",
     "c2st": "classifier two-sample test, the ROC AUC of a small CNN trained to tell generated from training slices "
-            "(0.5 is best, 1.0 always told apart; about 20 s for 500 64x64 slices)",
+            "(0.5 is best, 1.0 always told apart; about 25 s for 500 64x64 slices on two cores)",
     "noise": "noise reliance: the share of a slice's pixel variance made by the per-layer noise, and the C2ST of "
              "noise-off slices (lower is better: the anatomy should come from the latent)",
 }
