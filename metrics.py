@@ -458,11 +458,9 @@ def noise_variance_shares(images, min_resolution=16):
     the background; the levels say at which scale the noise draws the detail: a generator whose
     anatomy comes from the latent keeps the share low at the middle levels.
     [N, K, R, R, C] -> {"all": float, R: float, R/2: float, ...}"""
+    shares = {"all": noise_variance_share(images)}                              # checks the shape
     images = np.asarray(images, np.float32)
-    if images.ndim != 5:
-        raise ValueError(f"expected renders [N latents, K >= 2 noise draws, H, W, C], got shape {images.shape}")
     n, k = images.shape[:2]
-    shares = {"all": noise_variance_share(images)}
     for level in laplacian_pyramid(images.reshape(n * k, *images.shape[2:]), min_resolution):
         shares[level.shape[1]] = noise_variance_share(level.reshape(n, k, *level.shape[1:]))
     return shares
