@@ -1,9 +1,9 @@
 """Conditioning labels: what a conditional run is conditioned on, and the vectors c the networks see.
 
 Lives here: `LabelSpec`, the label definition saved with a run (columns, scaling, categories);
-building it from the training slices (the slice level from file names or the volume loader, subject
-covariates from a CSV table); encoding slices and requests such as "slice=0.5,age=80,sex=F" into
-label vectors; the values of a sweep. Not here: decoding images (data.py) or what the networks do
+building it from the training slices (the slice level from file names, read by `slice_number`, or
+the volume loader; subject covariates from a CSV table); encoding slices and requests such as
+"slice=0.5,age=80,sex=F" into label vectors; the values of a sweep. Not here: decoding images (data.py) or what the networks do
 with c (generator.py, discriminator.py).
 
 Encoding, per column, in the order the user named them:
@@ -118,25 +118,33 @@ def subject_key(path):
     return data.subject_of(path) or os.path.abspath(path)
 
 
+def slice_number(path):
+    """The slice number in a file name (`..._slice_<n>` or `..._z<n>`, any case), or None. The one
+    reader of it: the level studies in tools/ (levels.py, tools/projection_eval.py) use it too."""
+    match = _SLICE_NUMBER.search(os.path.basename(path))
+    return None if match is None else int(match.group(1))
+
+
 def slice_levels(sources):
-    """Level in [0, 1] of each slice, per subject. sources: [(path, index in file, slices in file)]."""
+    """Level in [0, 1] of each slice, per subject. sources: [(path, index in file, slices in file)] -> float64 [N]
+    (encode_values makes the label vector float32; the level regressor, levels.py, fits in float64)."""
     levels = np.zeros(len(sources), np.float64)
     numbered = {}                                              # subject -> [(row, number in the name)]
     for row, (path, index, count) in enumerate(sources):
         if count > 1:                                          # a volume: its own order
             levels[row] = index / (count - 1)
             continue
-        match = _SLICE_NUMBER.search(os.path.basename(path))
-        if match is None:
+        number = slice_number(path)
+        if number is None:
             raise LabelError(f"--condition slice: {os.path.basename(path)} has no slice number in its name "
                              f"(expected ..._slice_<n> or ..._z<n>, as case_0037_slice_40.nii.png); rename the "
                              f"files or leave slice out of --condition")
-        numbered.setdefault(subject_key(path), []).append((row, float(match.group(1))))
+        numbered.setdefault(subject_key(path), []).append((row, float(number)))
     for pairs in numbered.values():
         rows, numbers = (np.asarray(v) for v in zip(*pairs))
         low, high = numbers.min(), numbers.max()
         levels[rows] = (numbers - low) / (high - low) if high > low else 0.5
-    return levels.astype(np.float32)
+    return levels
 
 
 def table_id(value):

@@ -41,6 +41,12 @@ def test_slice_levels_from_z_names_and_from_a_volumes_own_order():
     np.testing.assert_allclose(volume, [0.0, 0.25, 0.5, 0.75, 1.0])
 
 
+def test_the_slice_number_is_read_from_either_kind_of_name_or_is_none():
+    assert labels.slice_number("/d/keras_png_slices_train/case_0037_slice_40.nii.png") == 40
+    assert labels.slice_number("OAS1_0004_Z10.png") == 10 and labels.slice_number("case_0198_slice_100") == 100
+    assert labels.slice_number("/d/case_1_slice_7/brain.png") is None               # only the file's own name counts
+
+
 def test_a_slice_without_a_number_is_a_clear_error():
     with pytest.raises(LabelError, match="brain.png has no slice number"):
         labels.slice_levels([("/d/brain.png", 0, 1)])

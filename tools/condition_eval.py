@@ -4,7 +4,7 @@
     python tools/condition_eval.py RUN_DIR --data_dir ../shared/data/oasis1_fullhead --held_out 0037,0384 \
         --sweep docs/conditional_sweep.png
 
-A ridge regressor of the axial level on 32x32 pixels (real_eval.fit_ridge), its penalty chosen by
+A ridge regressor of the axial level on 32x32 pixels (levels.fit_ridge), its penalty chosen by
 leave-one-subject-out on the real training subjects, is scored on real slices it never saw: the
 held-out training subjects, and the validate split. Then the run's generator draws `--images`
 slices with requested levels evenly spread over [0, 1] (its other labels drawn from the held-out
@@ -15,7 +15,8 @@ The validate subject of oasis1_fullhead (0198) is stored upside down with its sl
 the other way (README, "A data note"); `--orient` (default on) flips its images up-down and its
 levels (1 - level) before scoring it, so the regressor is asked the question it was trained on.
 
-Lives here: this study only (a measurement script, not part of the package).
+Lives here: this study only (a measurement script, not part of the package). Not here: the level
+regressor and its scores (levels.py), loading (runs.py's `load_for_inference`).
 """
 
 import argparse
@@ -25,7 +26,6 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
@@ -33,29 +33,10 @@ import atomic  # noqa: E402
 import data  # noqa: E402
 import evaluation  # noqa: E402
 import labels  # noqa: E402
+import levels  # noqa: E402
 import sampling  # noqa: E402
 import visualize  # noqa: E402
-from real_eval import fit_ridge, predict_levels, slices_with_levels  # noqa: E402
 from runs import Paths, load_for_inference  # noqa: E402
-
-PENALTIES = (1.0, 10.0, 100.0, 1000.0)
-
-
-def agreement(requested, predicted):
-    """{"corr": Pearson r, "mae": mean |requested - predicted|} of two level arrays."""
-    return {"corr": round(float(np.corrcoef(requested, predicted)[0, 1]), 3),
-            "mae": round(float(np.mean(np.abs(requested - predicted))), 3), "n": int(len(requested))}
-
-
-def choose_penalty(images, levels, subjects):
-    """The ridge penalty with the lowest leave-one-subject-out error on the training slices."""
-    errors = {}
-    for penalty in PENALTIES:
-        folds = [np.abs(predict_levels(fit_ridge(images[subjects != s], levels[subjects != s], penalty),
-                                       images[subjects == s]) - levels[subjects == s]) for s in np.unique(subjects)]
-        errors[penalty] = float(np.mean(np.concatenate(folds)))
-    return min(errors, key=errors.get), errors
-
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -77,20 +58,20 @@ def main():
     if spec is None or labels.SLICE not in spec.names:
         raise SystemExit(f"{args.run} is not conditioned on slice (--condition slice,...)")
 
-    train, train_levels = slices_with_levels(args.data_dir, r, ("train",), exclude=held_out)
+    train, train_levels = levels.slices_with_levels(args.data_dir, r, ("train",), exclude=held_out)
     files = data.filter_subjects(data.find_files(args.data_dir, ("train",)), held_out, None, args.data_dir)
     subjects = np.array([data.subject_of(f) for f in files])
-    penalty, cv_errors = choose_penalty(train, train_levels, subjects)
-    weights = fit_ridge(train, train_levels, penalty)
+    penalty, cv_errors = levels.choose_penalty(train, train_levels, subjects)
+    weights = levels.fit_ridge(train, train_levels, penalty)
     results = {"run": args.run, "kimg": int(gan.images_seen.numpy()) / 1000, "penalty": penalty,
                "cv_mae": round(cv_errors[penalty], 3)}
 
-    real, real_levels = slices_with_levels(args.data_dir, r, ("train",), subjects=held_out)
-    results["real_held_out"] = agreement(real_levels, predict_levels(weights, real))
-    validate, validate_levels = slices_with_levels(args.data_dir, r, ("validate",))
+    real, real_levels = levels.slices_with_levels(args.data_dir, r, ("train",), subjects=held_out)
+    results["real_held_out"] = levels.agreement(real_levels, levels.predict_levels(weights, real))
+    validate, validate_levels = levels.slices_with_levels(args.data_dir, r, ("validate",))
     if args.orient:
         validate, validate_levels = validate[:, ::-1], 1.0 - validate_levels
-    results["real_validate"] = agreement(validate_levels, predict_levels(weights, validate))
+    results["real_validate"] = levels.agreement(validate_levels, levels.predict_levels(weights, validate))
 
     # Requested levels evenly over [0, 1]; the other labels as the held-out slices have them.
     requested = np.linspace(0.0, 1.0, args.images).astype(np.float32)
@@ -100,8 +81,8 @@ def main():
     position = sum(col.width for col in spec.columns[:spec.names.index(labels.SLICE)])
     c[:, position] = requested                                 # the slice level is one value of c
     fakes = sampling.synthesize(g, range(args.images), noise_mode="random", c=c)
-    predicted = predict_levels(weights, fakes)
-    results["generated"] = agreement(requested, predicted)
+    predicted = levels.predict_levels(weights, fakes)
+    results["generated"] = levels.agreement(requested, predicted)
     for name, low, high in (("low", 0, 1 / 3), ("middle", 1 / 3, 2 / 3), ("high", 2 / 3, 1.01)):
         rows = (requested >= low) & (requested < high)
         results["generated"][f"mae_{name}"] = round(float(np.mean(np.abs(requested[rows] - predicted[rows]))), 3)

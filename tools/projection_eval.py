@@ -17,10 +17,11 @@ What it does, with the run's EMA generator (latest checkpoint in RUN_DIR, or --c
   AUROC: lesion pixels against the other brain pixels of the lesioned slices. Image AUROC: the
   maximum score inside the brain, lesioned slices against the same slices without a lesion. The
   baseline scores by the residual against the mean training slice of the same level (slice level
-  z from names `case_<id>_slice_<z>.nii.png`; training subjects are in MNI space, so their levels
-  align). Held-out slices are first put in the training orientation and paired with the level they
-  match best (--orient auto): the validate subject of oasis1_fullhead is stored upside down, with
-  levels numbered otherwise, so its names' levels do not pair it with the right mean slice.
+  z from names `case_<id>_slice_<z>.nii.png`, read by labels.slice_number; training subjects are in
+  MNI space, so their levels align). Held-out slices are first put in the training orientation and
+  paired with the level they match best (--orient auto): the validate subject of oasis1_fullhead is
+  stored upside down, with levels numbered otherwise, so its names' levels do not pair it with the
+  right mean slice.
 - Distances: with --compare, the same on --compare_slices slices and --compare_steps steps for
   each distance, plus recovery of --compare_generated generated slices whose w is known.
 - Timing: seconds per projected slice one at a time and in batches of --batch.
@@ -31,7 +32,6 @@ and every number as JSON (--json, default RUN_DIR/projection_eval.json).
 
 import argparse
 import os
-import re
 import sys
 import time
 
@@ -43,11 +43,11 @@ from absl import logging  # noqa: E402
 
 import atomic  # noqa: E402
 import data  # noqa: E402
+import labels  # noqa: E402
 import metrics  # noqa: E402
 import pixels  # noqa: E402
 import projection as P  # noqa: E402
 
-LEVEL = re.compile(r"_slice_(\d+)")
 LESION_RADII = (1.5, 3.0, 5.0)        # pixels at 64x64 (scaled with the resolution): ~1, 2 and 3.5 cm wide
 LESION_CONTRASTS = (0.15, 0.3)        # intensity change in [0, 1] units (brain tissue is about 0.3-0.7)
 HEAD_LEVEL = 0.15                     # the mean slice is head above this ([0, 1] units) ...
@@ -59,19 +59,16 @@ MIN_BRAIN_FRACTION = 0.2              # lesions only in slices whose brain regio
 # Data
 # ---------------------------------------------------------------------------------------------
 
-def level_of(name):
-    match = LEVEL.search(name)
-    if not match:
-        raise data.DataError(f"{name}: the slice level must be in the name, as case_<id>_slice_<z>.nii.png")
-    return int(match.group(1))
-
-
 def load_split(data_dir, split, resolution):
     """Named slices of one split: (names, levels [N], subjects, uint8 [N, R, R, 1]), sorted by level."""
     files = [f for f in data.find_files(data_dir, (split,)) if data.file_kind(f) == "image"]
     names = [P.target_name(f) for f in files]
     images = np.stack([data.decode_file(f, resolution)[0] for f in files])[..., None]
-    levels = np.array([level_of(n) for n in names])
+    numbers = [labels.slice_number(n) for n in names]
+    if None in numbers:
+        raise data.DataError(f"{names[numbers.index(None)]}: the slice level must be in the name, as "
+                             f"case_<id>_slice_<z>.nii.png")
+    levels = np.array(numbers)
     order = np.lexsort((np.array(names), levels))
     return ([names[i] for i in order], levels[order], [data.subject_of(files[i]) for i in order], images[order])
 

@@ -9,19 +9,18 @@ For each run (a conditional one draws the held-out slices' own labels): SWD of i
 diversity (mean pairwise MS-SSIM) against the real set's; C2ST against the training slices (its floor: two
 halves of them; the training subjects against the held-out ones shows why not those), the noise
 share of pixel variance and the C2ST of noise-off slices (evaluation's "c2st" and "noise"); and how the generated slices spread over
-the axial levels, by a ridge regressor of the level trained on real training slices and read
+the axial levels, by a ridge regressor of the level (levels.py) trained on real training slices and read
 against the `--held_out` training subjects' own (the validate subject's levels cover another range). With
 `--plot`, every run's periodic SWD curve in one figure, and a grid of samples beside real held-out
 slices per run.
 
-Lives here: this study only (a measurement script, not part of the package). The metrics' maths is
-metrics.py, loading is data.py and runs.py's `load_for_inference`.
+Lives here: this study only (a measurement script, not part of the package). Not here: the metrics'
+maths (metrics.py), the level regressor (levels.py), loading (data.py and runs.py's `load_for_inference`).
 """
 
 import argparse
 import json
 import os
-import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -30,55 +29,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 import atomic  # noqa: E402
-import data  # noqa: E402
 import evaluation  # noqa: E402
 import labels  # noqa: E402
+import levels  # noqa: E402
 import metrics  # noqa: E402
 import pixels  # noqa: E402
 import sampling  # noqa: E402
 import visualize  # noqa: E402
-
-LEVEL_PATTERN = re.compile(r"_slice_(\d+)")
-THIRDS = ("low", "middle", "high")
-
-
-def slices_with_levels(folder, resolution, splits, subjects=None, exclude=()):
-    """Real slices in [-1, 1] [N, R, R, 1] and each one's axial level scaled to [0, 1] per subject."""
-    files = data.filter_subjects(data.find_files(folder, splits), exclude, subjects, folder)
-    images = data.load_slices(folder, resolution, None, splits=splits, subjects=subjects, exclude_subjects=exclude)
-    if len(images) != len(files):
-        raise ValueError(f"{len(files)} files gave {len(images)} slices: levels would not line up")
-    z = np.array([int(LEVEL_PATTERN.search(os.path.basename(f)).group(1)) for f in files], np.float64)
-    subject = np.array([data.subject_of(f) for f in files])
-    levels = np.empty_like(z)
-    for s in set(subject):
-        mask = subject == s
-        levels[mask] = (z[mask] - z[mask].min()) / max(z[mask].max() - z[mask].min(), 1.0)
-    return pixels.to_unit_range(images), levels
-
-
-def level_features(images):
-    """Images [N, R, R, 1] -> 32x32 pixels per image, flattened, with a constant column: [N, 1025]."""
-    n, r = images.shape[0], images.shape[1]
-    x = images[..., 0].reshape(n, 32, r // 32, 32, r // 32).mean(axis=(2, 4)) if r > 32 else images[..., 0]
-    return np.concatenate([x.reshape(n, -1), np.ones([n, 1])], axis=1)
-
-
-def fit_ridge(images, levels, penalty):
-    """Ridge regression of the level on 32x32 pixels (closed form). Returns the weights [1025]."""
-    x = level_features(images)
-    return np.linalg.solve(x.T @ x + penalty * np.eye(x.shape[1]), x.T @ levels)
-
-
-def predict_levels(weights, images):
-    return np.clip(level_features(images) @ weights, 0.0, 1.0)
-
-
-def thirds(levels):
-    """Percent of slices in the low, middle and high third of the level range."""
-    counts = np.histogram(np.clip(levels, 0, 1), bins=[0, 1 / 3, 2 / 3, 1.0 + 1e-9])[0]
-    return dict(zip(THIRDS, (100.0 * counts / max(len(levels), 1)).round(1).tolist()))
-
 
 def swd_both(reals, fakes, seed=0):
     """SWD per level with both normalisations: {"swd_<level>": ..., "swd_each_<level>": ...}."""
@@ -102,10 +59,10 @@ def main():
     held_out = tuple(s for s in args.held_out.split(",") if s)
     r = args.resolution
 
-    train, train_levels = slices_with_levels(args.data_dir, r, ("train",), exclude=held_out)
-    parts = [slices_with_levels(args.data_dir, r, ("validate",))]
+    train, train_levels = levels.slices_with_levels(args.data_dir, r, ("train",), exclude=held_out)
+    parts = [levels.slices_with_levels(args.data_dir, r, ("validate",))]
     if held_out:
-        parts.append(slices_with_levels(args.data_dir, r, ("train",), subjects=held_out))
+        parts.append(levels.slices_with_levels(args.data_dir, r, ("train",), subjects=held_out))
     reference = np.concatenate([p[0] for p in parts])
     # Levels are read on the held-out training subjects, not the validate one: that subject is cut over
     # another range of levels (README, "A data note"), so a regressor of the training subjects' levels
@@ -114,14 +71,14 @@ def main():
     level_images, reference_levels = parts[-1]
 
     # The regressor's penalty is chosen on those subjects, and its error there reported.
-    errors = {p: float(np.mean(np.abs(predict_levels(fit_ridge(train, train_levels, p), level_images)
-                                      - reference_levels))) for p in (1.0, 10.0, 100.0, 1000.0)}
+    errors = {p: float(np.mean(np.abs(levels.predict_levels(levels.fit_ridge(train, train_levels, p), level_images)
+                                      - reference_levels))) for p in levels.PENALTIES}
     penalty = min(errors, key=errors.get)
-    weights = fit_ridge(train, train_levels, penalty)
+    weights = levels.fit_ridge(train, train_levels, penalty)
     results = {"floor": {**swd_both(reference, train), "num_real": len(reference), "num_train": len(train),
                          "diversity_real": round(metrics.mean_pairwise_ms_ssim(reference), 3),
-                         "levels_real": thirds(reference_levels),
-                         "levels_real_predicted": thirds(predict_levels(weights, level_images)),
+                         "levels_real": levels.thirds(reference_levels),
+                         "levels_real_predicted": levels.thirds(levels.predict_levels(weights, level_images)),
                          "level_regressor_mae": round(errors[penalty], 3), "level_regressor_penalty": penalty}}
     train_sample = evaluation.training_sample(pixels.to_uint8(train), args.images)
     results["floor"]["c2st_floor"] = round(evaluation.c2st_floor(train_sample), 3)
@@ -143,7 +100,7 @@ def main():
         history = json.load(open(history_path)) if os.path.exists(history_path) else []
         results[run] = {"kimg": int(gan.images_seen.numpy()) / 1000, **swd_both(reference, fakes),
                         "diversity": round(metrics.mean_pairwise_ms_ssim(fakes), 3),
-                        "levels": thirds(predict_levels(weights, fakes)),
+                        "levels": levels.thirds(levels.predict_levels(weights, fakes)),
                         **{k: round(v, 3) for k, v in judged.items() if k.startswith(("c2st", "noise_share"))}}
         for key in ("swd_avg", "swd_each_avg"):     # the periodic curve's best and last (kimg, score)
             curve = [(h["kimg"], h[key]) for h in history if key in h]
