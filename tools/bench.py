@@ -1,11 +1,11 @@
 """Speed and memory benchmark: prints JSON, one record per configuration. Not a test.
 
-    python tools/bench.py                          # networks: G images/s, G+D forward+backward images/s
-    python tools/bench.py --train                  # also the full training step (lazy regularisers amortised)
-    python tools/bench.py --resolutions 64 --precisions float32,bfloat16 --variants nonfused,fused --xla
-    python tools/bench.py --ceiling --precisions float32,bfloat16,float16   # what a plain conv reaches here
-    python tools/bench.py --resolutions 64 --variants nonfused --fit 1,4    # fit() with 1 and 4 steps per execution
-    python tools/bench.py --preset quick --resolutions 32 --variants nonfused --train --xla  # XLA compile time
+    python -m tools.bench                          # networks: G images/s, G+D forward+backward images/s
+    python -m tools.bench --train                  # also the full training step (lazy regularisers amortised)
+    python -m tools.bench --resolutions 64 --precisions float32,bfloat16 --variants nonfused,fused --xla
+    python -m tools.bench --ceiling --precisions float32,bfloat16,float16   # what a plain conv reaches here
+    python -m tools.bench --resolutions 64 --variants nonfused --fit 1,4    # fit() with 1 and 4 steps per execution
+    python -m tools.bench --preset quick --resolutions 32 --variants nonfused --train --xla  # XLA compile time
 
 The first record says which of the CPU's bf16/fp16 units oneDNN can use (AMX or only AVX-512),
 and `--ceiling` measures a plain 3x3 convolution at the reference's busiest shape in each precision:
@@ -15,27 +15,25 @@ the lazy regularisers).
 
 Reference configuration: 64x64, batch 16, channel_base 8192, channel_max 256, mapping
 depth 2, grayscale. Every variant runs in this one process, side by side, so ratios between
-them are meaningful on a shared, noisy machine; absolute figures are not.
+them are meaningful on a shared, noisy machine; absolute figures are not. Run it from the
+repository root.
 """
 
 import argparse
 import json
 import os
 import resource
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the project's modules
-sys.path.insert(0, ROOT)
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import bench_data  # noqa: E402
 import data  # noqa: E402
 from config import PRESETS  # noqa: E402
 from gan import StopOnNonFinite, build_gan  # noqa: E402
+from tools import bench_data  # noqa: E402
 
 GFLOP_PER_TRAINED_IMAGE = 55.0
 

@@ -1,12 +1,12 @@
 """Data benchmark and contact sheet: prints JSON, one record per measurement. Not a test.
 
-    python tools/bench_data.py                       # phantom slices/s, cached pipeline batches/s at 64, 128, 256
-    python tools/bench_data.py --decode DIR          # also first-time decoding files/s with 1, 2 and 4 threads
-    python tools/bench_data.py --contact-sheet       # write docs/synthetic_vs_real.png (needs ../shared/data)
+    python -m tools.bench_data                       # phantom slices/s, cached pipeline batches/s at 64, 128, 256
+    python -m tools.bench_data --decode DIR          # also first-time decoding files/s with 1, 2 and 4 threads
+    python -m tools.bench_data --contact-sheet       # write docs/synthetic_vs_real.png (needs ../shared/data)
 
 Both wall-clock and CPU-time rates are printed: on a shared machine the wall-clock figure depends on
 what else runs, the CPU-time one much less. The training step takes roughly 3-10 images/s on CPU,
-so the pipeline only has to stay well above that.
+so the pipeline only has to stay well above that. Run it from the repository root.
 """
 
 import argparse
@@ -14,12 +14,10 @@ import glob
 import json
 import os
 import tempfile
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the project's modules
-sys.path.insert(0, ROOT)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository: its docs, its data beside it
 
 import numpy as np  # noqa: E402
 

@@ -1,8 +1,8 @@
 """Run every `python driver.py ...` command of the README and docs/ as written. Not a test: it takes
 minutes (each training command's dry run times real steps at its real size).
 
-    python tools/check_docs.py                 # every command; exit status 1 if any fails
-    python tools/check_docs.py --list          # only print the commands as they will be run
+    python -m tools.check_docs                 # every command; exit status 1 if any fails
+    python -m tools.check_docs --list          # only print the commands as they will be run
 
 Training commands get `--dry_run` (which resolves the settings, reads the data, builds the networks
 and times a few steps, writing nothing). The other modes have no dry run, so they run for real on a
@@ -10,7 +10,7 @@ tiny trained run of the command's kind (conditional or not) in a scratch folder.
 (DATA, OLD_RUN, slice.png, the OASIS paths, ...) become small made-up data: phantom slices in the
 COMP3710 layout, one NIfTI volume, a demographics table. `[...]` optional parts are left out and
 `a|b` takes its first choice. Commands that need two machines (`TF_CONFIG`) are skipped: that
-example is what tests/test_cluster.py runs.
+example is what tests/test_cluster.py runs. Run it from the repository root.
 """
 
 import argparse
@@ -25,10 +25,9 @@ import time
 import numpy as np
 from PIL import Image
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import phantom
 
-import phantom  # noqa: E402  (after the path)
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 TINY = ["--resolution=16", "--channel_base=256", "--channel_max=16", "--z_dim=8", "--w_dim=8",
         "--batch_size=4", "--tick_kimg=0.008", "--kimg=0.016"]

@@ -1,7 +1,7 @@
 """Does a slice-conditional run give the level it is asked for? The figures behind the README's
 "Conditional generation" section.
 
-    python tools/condition_eval.py RUN_DIR --data_dir ../shared/data/oasis1_fullhead --held_out 0037,0384 \
+    python -m tools.condition_eval RUN_DIR --data_dir ../shared/data/oasis1_fullhead --held_out 0037,0384 \
         --sweep docs/conditional_sweep.png
 
 A ridge regressor of the axial level on 32x32 pixels (levels.fit_ridge), its penalty chosen by
@@ -16,16 +16,15 @@ the other way (README, "A data note"); `--orient` (default on) flips its images 
 levels (1 - level) before scoring it, so the regressor is asked the question it was trained on.
 
 Lives here: this study only (a measurement script, not part of the package). Not here: the level
-regressor and its scores (levels.py), loading (runs.py's `load_for_inference`).
+regressor and its scores (levels.py), loading (runs.py's `load_for_inference`). Run it from the
+repository root.
 """
 
 import argparse
 import json
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 

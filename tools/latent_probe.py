@@ -1,6 +1,6 @@
 """Why a generator's slices are told from real ones: where its noise enters and at what scale the difference lies.
 
-    python tools/latent_probe.py RUN_DIR --checkpoint best --data_dir ../shared/data/oasis1_fullhead \
+    python -m tools.latent_probe RUN_DIR --checkpoint best --data_dir ../shared/data/oasis1_fullhead \
         --held_out 0037,0384
 
 Prints, for one checkpoint's EMA generator: per synthesis layer, the standard deviation of the
@@ -11,15 +11,13 @@ Gaussian blur of std 2 and 4 pixels (both sets), and as 4x4-pixel block means: i
 AUC near 1, what tells the sets apart is coarse anatomy, not texture.
 
 Lives here: this diagnostic only (a measurement script, not part of the package). The metrics are
-metrics.py, loading is data.py and runs.py's `load_for_inference`.
+metrics.py, loading is data.py and runs.py's `load_for_inference`. Run it from the repository root.
 """
 
 import argparse
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf  # noqa: E402
 

@@ -2,9 +2,11 @@
 reconstructed, how well the residual finds synthetic lesions against a mean-slice baseline, and how
 long a projection takes. Not a test: it needs a trained run and real data.
 
-    python tools/projection_eval.py RUN_DIR --data_dir ../shared/data/oasis1_fullhead
-    python tools/projection_eval.py RUN_DIR --data_dir ... --steps 300 --slices 100 --lesions 64 \\
+    python -m tools.projection_eval RUN_DIR --data_dir ../shared/data/oasis1_fullhead
+    python -m tools.projection_eval RUN_DIR --data_dir ... --steps 300 --slices 100 --lesions 64 \\
         --compare mse,l1,msssim,dfeat,mse+dfeat --compare_slices 16 --compare_steps 300
+
+Run it from the repository root.
 
 What it does, with the run's EMA generator (latest checkpoint in RUN_DIR, or --checkpoint):
 - Reconstruction: projects --slices validate slices (evenly spaced over the axial levels) and as
@@ -36,7 +38,6 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402

@@ -1,6 +1,6 @@
 """Held-out quality of trained runs on real OASIS slices: the figures behind the README's real-data tables.
 
-    python tools/real_eval.py RUN_DIR [RUN_DIR ...] --data_dir ../shared/data/oasis1_fullhead \
+    python -m tools.real_eval RUN_DIR [RUN_DIR ...] --data_dir ../shared/data/oasis1_fullhead \
         --held_out 0037,0384 --plot docs/runs.png
 
 For each run (a conditional one draws the held-out slices' own labels): SWD of its checkpoint against the held-out subjects (the validate split plus
@@ -16,15 +16,14 @@ slices per run.
 
 Lives here: this study only (a measurement script, not part of the package). Not here: the metrics'
 maths (metrics.py), the level regressor (levels.py), loading (data.py and runs.py's `load_for_inference`).
+Run it from the repository root.
 """
 
 import argparse
 import json
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
