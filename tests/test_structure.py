@@ -1,6 +1,7 @@
 """The module structure: no import cycle, generation and evaluation never load the training loop,
-every module says what lives in it and what does not, and --help shows every flag once, grouped by
-purpose, with the chosen preset's defaults taken from the Config fields themselves."""
+every module says what lives in it and what does not, no tool (tools/*.py) defines a function the
+library has or touches sys.path, and --help shows every flag once, grouped by purpose, with the
+chosen preset's defaults taken from the Config fields themselves."""
 
 import ast
 import os
@@ -50,6 +51,65 @@ def test_using_a_trained_model_never_loads_the_training_loop(module):
 def test_every_module_says_what_lives_there_and_what_does_not(module):
     doc = ast.get_docstring(ast.parse(open(os.path.join(ROOT, module + ".py")).read())) or ""
     assert "Lives here" in doc and "Not here" in doc, module
+
+
+# ---------------------------------------------------------------------------------------------
+# The tools (tools/*.py) are thin scripts: every measure they take is the library's
+# ---------------------------------------------------------------------------------------------
+
+TOOLS = sorted(name for name in os.listdir(os.path.join(ROOT, "tools")) if name.endswith(".py"))
+ENTRY_POINT = "main"                        # every script's and driver.py's own: not a measure
+
+
+def functions_defined(source):
+    """Names of the functions `source` defines, at any depth."""
+    return {node.name for node in ast.walk(ast.parse(source))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def library_functions():
+    """{name: module} of every function a library module defines at its top level."""
+    found = {}
+    for module in MODULES:
+        tree = ast.parse(open(os.path.join(ROOT, module + ".py")).read())
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found.setdefault(node.name, module)
+    return found
+
+
+def redefined(source, library):
+    """The functions `source` defines that a library module defines too (but the entry point)."""
+    return sorted((functions_defined(source) & set(library)) - {ENTRY_POINT})
+
+
+def touches_sys_path(source):
+    """Whether `source` reads or changes sys.path (`sys.path...` or `from sys import path`)."""
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Attribute) and node.attr == "path" and isinstance(node.value, ast.Name)
+                and node.value.id == "sys"):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.module == "sys" and any(a.name == "path" for a in node.names):
+            return True
+    return False
+
+
+def test_the_tool_rules_catch_a_redefined_measure_and_a_path_change():
+    library = {"fit_ridge": "levels", "psnr": "metrics", ENTRY_POINT: "driver"}
+    source = ("import sys\nsys.path.insert(0, '..')\n\ndef fit_ridge(x):\n    def psnr(a):\n        return a\n"
+              "    return x\n\ndef plot(x):\n    return x\n\ndef main():\n    pass\n")
+    assert redefined(source, library) == ["fit_ridge", "psnr"]               # nested too; main is no measure
+    assert touches_sys_path(source) and touches_sys_path("from sys import path\npath.append('.')\n")
+    assert not touches_sys_path("import os\nimport sys\nsys.exit(os.path.join('a', 'b'))\n")
+    assert library_functions()["fit_ridge"] == "levels" and library_functions()["slice_number"] == "labels"
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_no_tool_redefines_a_library_function_or_touches_sys_path(tool):
+    source = open(os.path.join(ROOT, "tools", tool)).read()
+    library = library_functions()
+    assert not redefined(source, library), {name: library[name] for name in redefined(source, library)}
+    assert not touches_sys_path(source), f"tools/{tool} changes sys.path: run it as python -m tools.{tool[:-3]}"
 
 
 def test_help_lists_every_flag_once_by_purpose_with_the_presets_defaults():
