@@ -33,10 +33,8 @@ import json
 import os
 import re
 import sys
-import time
 import zlib
 
-import keras
 import nibabel as nib
 import numpy as np
 import tensorflow as tf
@@ -47,6 +45,7 @@ from PIL import Image
 import atomic
 import phantom
 import pixels
+from progress import Progress
 
 # What changes the decoded arrays. Bump when decoding, fitting, scaling or the phantom change, so
 # that caches written by older code are never reused.
@@ -468,7 +467,8 @@ def decode_counted(files, resolution, data_dir="", workers=DECODE_WORKERS):
         except _Unreadable as e:
             return None, f"{os.path.basename(path)}: {e}"
 
-    progress = _Progress(len(files))
+    progress = Progress(len(files), sys.stderr.isatty() and len(files) > 1, _decoding_line, PROGRESS_SECONDS,
+                        unit_name="file")
     slices, problems, counts = [], [], []
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
         for result, problem in pool.map(attempt, files):
@@ -477,8 +477,10 @@ def decode_counted(files, resolution, data_dir="", workers=DECODE_WORKERS):
             else:
                 slices.append(result)
             counts.append(0 if problem else len(result))
-            progress.update()
-    progress.done(sum(len(s) for s in slices))
+            progress.update(len(counts))
+    seconds = progress.seconds()
+    logging.info("data: decoded %d files into %d slices in %.1f s (%.0f files/s)", len(counts),
+                 sum(len(s) for s in slices), seconds, len(counts) / max(seconds, 1e-9))
     if not slices:
         raise DataError(f"none of the {len(files)} files in {data_dir} gave usable slices ({'; '.join(problems[:2])}"
                         f"{'; ...' if len(problems) > 2 else ''}); check that they are complete images or volumes")
@@ -488,31 +490,10 @@ def decode_counted(files, resolution, data_dir="", workers=DECODE_WORKERS):
     return np.concatenate(slices)[..., None], counts                          # [N, R, R, 1]
 
 
-class _Progress:
-    """Decoding progress: a Keras progress bar on a terminal, else a log line every few seconds."""
-
-    def __init__(self, total):
-        self.total, self.count, self.start = total, 0, time.time()
-        self.last_log = self.start
-        self.bar = None
-        if sys.stderr.isatty() and total > 1:
-            self.bar = keras.utils.Progbar(total, unit_name="file")
-
-    def update(self):
-        self.count += 1
-        now = time.time()
-        if self.bar is not None:
-            self.bar.update(self.count)
-        elif now - self.last_log >= PROGRESS_SECONDS and self.count < self.total:
-            self.last_log = now
-            rate = self.count / (now - self.start)
-            logging.info("data: decoded %d/%d files (%.0f files/s, about %.0f s left)", self.count, self.total,
-                         rate, (self.total - self.count) / rate)
-
-    def done(self, slices):
-        seconds = time.time() - self.start
-        logging.info("data: decoded %d files into %d slices in %.1f s (%.0f files/s)", self.count, slices,
-                     seconds, self.count / max(seconds, 1e-9))
+def _decoding_line(done, total, seconds, values=None):
+    """The log line while decoding without a bar: files so far, their rate and the time left."""
+    rate = done / seconds
+    return f"data: decoded {done}/{total} files ({rate:.0f} files/s, about {(total - done) / rate:.0f} s left)"
 
 
 # ---------------------------------------------------------------------------------------------
