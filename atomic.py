@@ -3,8 +3,8 @@
 Lives here: `staged` (write under a temporary name in the same folder, then rename over the
 target) and `write_bytes` / `write_json` built on it. Every file this project writes besides
 TensorFlow's own checkpoint files goes through it; a killed write leaves only `<name>.tmp<pid>`,
-which runs.clean_leftovers and --clear remove. Not here: what is written (pictures: visualize.py,
-the data cache: data.py, run records: runs.py).
+which checkpointing.clean_leftovers and --clear remove. Not here: what is written (pictures: visualize.py,
+the data cache: data.py, run records: runs.py and checkpointing.py).
 """
 
 import contextlib

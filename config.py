@@ -140,6 +140,27 @@ class Config:
             return float(self.r1_gamma)
         return 0.0002 * self.resolution ** 2 / self.batch_size
 
+    @property
+    def d_penalty(self):
+        """The discriminator's penalty term: "r1" (weight resolved_r1_gamma), "gp" (WGAN-GP's gradient
+        penalty) or None (bce, or R1 with weight 0)."""
+        if LOSSES[self.loss].penalty == "gp":
+            return "gp"
+        return "r1" if self.resolved_r1_gamma > 0 else None
+
+    def r1_problem(self, typed, saved=None):
+        """What is wrong with a typed --r1_gamma, or None. The R1 rules, in one place (the weight itself is
+        `resolved_r1_gamma`): --r1_gamma is for the losses trained with R1, and a resume (`saved`: the
+        run's configuration) turns R1 neither on nor off."""
+        if "r1_gamma" not in typed:
+            return None
+        if LOSSES[self.loss].penalty != "r1":
+            return f"--r1_gamma applies to the logistic and hinge losses, not --loss={self.loss}"
+        if saved is not None and (saved.resolved_r1_gamma == 0.0 or self.resolved_r1_gamma == 0.0):
+            return (f"--r1_gamma={self.r1_gamma} (checkpoint: {saved.resolved_r1_gamma} with --loss={saved.loss}; R1 "
+                    f"cannot be turned on or off in the middle of a run)")
+        return None
+
     @classmethod
     def from_dict(cls, values):
         """A saved configuration. Keys it lacks take the value they had before the field existed

@@ -20,7 +20,7 @@ the flags (an unknown flag, a value of the wrong type or outside its range).
 
 Lives here: every flag (the Config ones made from config.TUNABLES), the grouped --help, and one
 small function per mode that turns flags into plain arguments. Not here: anything the modes do
-(training.py, sampling.py, evaluation.py, projection.py, runs.py); below this file nothing reads
+(training.py, sampling.py, evaluation.py, projection.py, inference.py, resume.py); below this file nothing reads
 flags, so everything is testable without a command line.
 """
 
@@ -58,11 +58,14 @@ _quiet_tensorflow()
 
 from absl import app, flags, logging  # noqa: E402
 
+import checkpointing  # noqa: E402
 import config as config_module  # noqa: E402
 import data  # noqa: E402
 import evaluation  # noqa: E402
+import inference  # noqa: E402
 import labels  # noqa: E402
 import projection  # noqa: E402
+import resume  # noqa: E402
 import runs  # noqa: E402
 import sampling  # noqa: E402
 import training  # noqa: E402
@@ -80,9 +83,9 @@ flags.DEFINE_enum("mode", "train", ["train", "generate", "export", "evaluate", "
                   "real slices (--target, --target_dir) in the generator's latent space, with anomaly maps.")
 flags.DEFINE_enum("load", None, ["weights"], "`--load weights` resumes from the latest checkpoint in --output_dir: "
                   "step, optimizers, EMA, augmentation state and configuration. Of the settings only "
-                  + ", ".join(f"--{k}" for k in runs.RESUMABLE) + " (and --tick_kimg, --eval_*) may change; "
+                  + ", ".join(f"--{k}" for k in resume.RESUMABLE) + " (and --tick_kimg, --eval_*) may change; "
                   "each change is recorded in logs/history.json.")
-flags.DEFINE_enum("clear", None, list(runs.CLEARABLE),
+flags.DEFINE_enum("clear", None, list(resume.CLEARABLE),
                   "Delete, then exit (add --mode or --load to go on afterwards): samples: the sample images "
                   "(samples/, generated/); cache: the decoded-data cache (cache/); both: samples and cache, "
                   "never checkpoints; checkpoints: the run itself (checkpoints/ckpt-*, its index, config.json, "
@@ -278,8 +281,8 @@ def config_from_flags():
     fields = {f.name for f in dataclasses.fields(config_module.Config)}
     typed = {name for name in fields if name in FLAGS and FLAGS[name].present}
     config = base.replace(**{name: FLAGS[name].value for name in typed})
-    if "r1_gamma" in typed and config_module.LOSSES[config.loss].penalty != "r1":    # set by hand, but unused
-        raise ValueError(f"--r1_gamma applies to the logistic and hinge losses, not --loss={config.loss}")
+    if config.r1_problem(typed):
+        raise ValueError(config.r1_problem(typed))
     return config, typed
 
 
@@ -303,7 +306,7 @@ def run_options():
         init_from=FLAGS.init_from, steps_per_execution=FLAGS.steps_per_execution,
         condition=tuple(labels.parse_names(FLAGS.condition)) if FLAGS.mode == "train" else (),
         labels=FLAGS.labels, labels_missing=FLAGS.labels_missing,
-        typed=frozenset(n for n in (*runs.DATA_SETTINGS, "eval_subjects", "labels", "labels_missing")
+        typed=frozenset(n for n in (*resume.DATA_SETTINGS, "eval_subjects", "labels", "labels_missing")
                         if FLAGS[n].present))
 
 
@@ -315,17 +318,13 @@ def train():
     gan = training.train(config, options, typed)
     paths = runs.Paths(FLAGS.output_dir)
     logging.info("done at %g kimg: samples in %s, checkpoints in %s (weights %s)",
-                 int(gan.images_seen.numpy()) / 1000, paths.samples, paths.checkpoints, runs.weights_digest(gan))
+                 int(gan.images_seen.numpy()) / 1000, paths.samples, paths.checkpoints, checkpointing.weights_digest(gan))
 
 
 def dry_run(config, typed, options):
-    """Print what `train` would do (settings, data, network sizes, speed) and write nothing."""
-    paths = runs.Paths(options.output_dir)
-    if options.resume:
-        config, _ = runs.resolve_resume_config(paths, config, typed)
-        options = runs.resolve_run_data(paths, options)
-    elif os.path.isdir(paths.checkpoints):
-        runs.refuse_overwrite(paths)
+    """Print what `train` would do (`training.plan`: settings, data, labels; network sizes, speed) and write nothing."""
+    plan = training.plan(config, options, typed)
+    config, options = plan.config, plan.options
     found = data.survey(options.data_dir, options.splits, options.exclude_subjects)
     source = "resumed run" if options.resume else f"--init_from {options.init_from}" if options.init_from \
         else f"preset {FLAGS.preset}"
@@ -343,8 +342,10 @@ def dry_run(config, typed, options):
     if found["first_file_size"]:
         print(f"  slice size         {found['first_file_size']} (first file), trained at "
               f"{config.resolution}x{config.resolution}")
-    if options.condition and not options.resume:
-        print(f"labels: {dry_run_labels(options)}")
+    if plan.spec:
+        print(f"labels: {labels.describe(plan.spec)} (the resumed run's)")
+    elif options.condition and not options.resume:
+        print(f"labels: {training.preview_labels(options)}")
     gan, seconds_per_kimg = training.time_steps(config)
     print(f"parameters: generator {gan.generator.count_params():,} (mapping {gan.generator.mapping.count_params():,}), "
           f"discriminator {gan.discriminator.count_params():,}")
@@ -354,27 +355,9 @@ def dry_run(config, typed, options):
     print("dry run: nothing written")
 
 
-def dry_run_labels(options):
-    """The label definition a conditional run would fit, from the file names and the table alone
-    (a volume counts as one subject whose levels come from its slices' order)."""
-    if options.data_dir is None:
-        raise data.DataError("the built-in synthetic slices have no labels to condition on: give --data_dir")
-    files = data.filter_subjects(data.find_files(options.data_dir, options.splits), options.exclude_subjects,
-                                 None, options.data_dir)
-    sources = [(f, 0, 1 if data.file_kind(f) == "image" else 2) for f in files]
-    spec = labels.build(list(options.condition), sources, options.labels, options.labels_missing)
-    _, keep = labels.encode_sources(spec, sources)                  # names without a slice number fail here
-    dropped = f"; {(~keep).sum()} of {len(keep)} files dropped (no value)" if not keep.all() else ""
-    return labels.describe(spec) + dropped
-
-
-def load_generator():
-    """The generator to render with, and its label definition (None: unconditional)."""
-    if FLAGS.exported:
-        g = sampling.load_exported(FLAGS.exported)
-        return g, sampling.label_spec(g, sampling.exported_labels_path(FLAGS.exported))
-    gan, _ = runs.load_for_inference(runs.Paths(FLAGS.output_dir), FLAGS.checkpoint)
-    return gan.generator_ema, sampling.label_spec(gan.generator_ema, runs.Paths(FLAGS.output_dir).labels_file)
+def open_generator(discriminator=False):
+    """The `inference.Trained` generator that --exported, or --output_dir and --checkpoint, name."""
+    return inference.open_generator(FLAGS.output_dir, FLAGS.checkpoint, FLAGS.exported, discriminator)
 
 
 def requested_label(spec):
@@ -393,7 +376,7 @@ def requested_label(spec):
 def generate_images():
     out = FLAGS.outdir or runs.Paths(FLAGS.output_dir).generated
     if FLAGS.projected_w:
-        g, _ = projection.load_networks(FLAGS.output_dir, FLAGS.checkpoint, FLAGS.exported)
+        g = projection.unconditional(open_generator().generator)
         paths = projection.write_projected_images(g, FLAGS.projected_w, out)
         logging.info("rendered %d projected latents from %s to %s", len(paths), FLAGS.projected_w, out)
         return
@@ -407,7 +390,8 @@ def generate_images():
     rows = sampling.parse_ranges(FLAGS.mix_rows, "--mix_rows") if FLAGS.mix_rows else seeds[:5]
     cols = sampling.parse_ranges(FLAGS.mix_cols, "--mix_cols") if FLAGS.mix_cols else seeds[5:11] or seeds[:5]
     layers = sampling.parse_ranges(FLAGS.mix_layers, "--mix_layers")
-    g, spec = load_generator()
+    trained = open_generator()
+    g, spec = trained.generator, trained.spec
     c, values = requested_label(spec)
     truncation = {"psi": FLAGS.psi, "truncation_cutoff": FLAGS.truncation_cutoff, "c": c}
     sampling.write_images(out, g, seeds, noise_mode=FLAGS.noise_mode, **truncation)
@@ -430,19 +414,18 @@ def generate_images():
 
 def export():
     paths = runs.Paths(FLAGS.output_dir)
-    gan, _ = runs.load_for_inference(paths, FLAGS.checkpoint)
-    path = sampling.export(gan.generator_ema, paths.exports, sampling.label_spec(gan.generator_ema, paths.labels_file))
+    trained = open_generator()
+    path = inference.export(trained.generator, paths.exports, trained.spec)
     logging.info("exported the EMA generator to %s; load it with keras.models.load_model after `import generator`", path)
 
 
 def evaluate():
     paths = runs.Paths(FLAGS.output_dir)
-    options = runs.resolve_run_data(paths, run_options(), resume=False)       # the run's data unless typed
+    options = resume.resolve_run_data(paths, run_options(), resume=False)       # the run's data unless typed
     names = evaluation.check_metrics(FLAGS.metrics) if FLAGS.metrics else None
-    evaluation.evaluate_run(paths, options.reference_parts,
+    evaluation.evaluate_run(paths, open_generator(), options.reference_parts,
                             num_images=FLAGS.num_images if FLAGS["num_images"].present else None,
-                            inception_weights=FLAGS.inception_weights, checkpoint=FLAGS.checkpoint,
-                            exported=FLAGS.exported, names=names,
+                            inception_weights=FLAGS.inception_weights, names=names,
                             training=(options.data_dir, options.splits, options.exclude_subjects))
 
 
@@ -450,7 +433,8 @@ def project():
     settings = projection.ProjectionSettings(
         num_steps=FLAGS.project_steps, space=FLAGS.project_space, distance=FLAGS.project_distance,
         optimize_noise=FLAGS.project_noise, seed=FLAGS.project_seed)
-    g, d = projection.load_networks(FLAGS.output_dir, FLAGS.checkpoint, FLAGS.exported)
+    trained = open_generator(discriminator=True)
+    g, d = projection.unconditional(trained.generator), trained.discriminator
     distance = projection.make_distance(settings.distance, d, FLAGS.vgg16_weights, g.resolution)
     names, targets = projection.load_targets(FLAGS.target, FLAGS.target_dir, g.resolution, g.channels)
     out = FLAGS.outdir or os.path.join(FLAGS.output_dir, "projected")
@@ -502,7 +486,7 @@ def main(argv):
         check_flags()
         if FLAGS.clear:
             paths = runs.Paths(FLAGS.output_dir)
-            for path in runs.clear_outputs(paths, FLAGS.clear, delete=not FLAGS.dry_run):
+            for path in resume.clear_outputs(paths, FLAGS.clear, delete=not FLAGS.dry_run):
                 if FLAGS.dry_run:
                     print(f"--clear {FLAGS.clear} would delete {path}")
                 else:

@@ -4,7 +4,7 @@ Lives here: the metric names (`METRICS`), `reference_parts` (which real slices a
 against), `evaluate_images` (chosen metrics of two image sets, as one flat dict, used by training's
 periodic evaluation too), `summary_lines` and `evaluate_run` (a checkpoint or exported generator +
 reference slices -> report files and the SWD curve in the run's `evaluation/` folder). Not here:
-the metrics' maths (metrics.py), flags (driver.py), checkpoints (runs.py), data loading (data.py).
+the metrics' maths (metrics.py), flags (driver.py), opening a model (inference.py), data loading (data.py).
 
 Reports are flat dicts of numbers so they log on one line and compare across checkpoints. Metrics
 that need InceptionV3 features are None when its weights are unavailable; the rest still run.
@@ -22,7 +22,6 @@ import data
 import labels
 import metrics
 import pixels
-import runs
 import sampling
 import visualize
 
@@ -241,16 +240,15 @@ def load_reference(parts, resolution, cache_dir, channels=1, spec=None):
     return np.concatenate(images)[keep], c[keep]
 
 
-def evaluate_run(paths, reference, num_images=None, seed=0, inception_weights=None, checkpoint="auto",
-                 exported=None, names=None, training=(None, ("train",), ())):
-    """Evaluate a generator against real slices: the EMA generator of a checkpoint in `paths`
-    (`runs.choose_checkpoint`: best where the run kept one, else latest), or the `exported` .keras file.
+def evaluate_run(paths, trained, reference, num_images=None, seed=0, inception_weights=None, names=None,
+                 training=(None, ("train",), ())):
+    """Evaluate a trained generator (`inference.Trained`) against real slices; `paths`: its run folder.
 
     reference: [(folder, splits, subjects)] to compare with (`reference_parts`; folder None: the
     built-in synthetic slices), loaded at the generator's resolution. num_images: generated images
     (seeds 0..num_images-1, random per-layer noise as in training); default as many as the
     reference has, at least 256; a conditional generator's labels are drawn from the reference slices'
-    (labels.draw). inception_weights: a local InceptionV3 notop .h5 file for offline
+    own (labels.draw). inception_weights: a local InceptionV3 notop .h5 file for offline
     use; default Keras's ImageNet download. names: the metrics (default `offline_metrics`).
     training: (folder, splits, excluded subjects) of the training slices C2ST compares with
     (default: the built-in synthetic slices).
@@ -259,15 +257,8 @@ def evaluate_run(paths, reference, num_images=None, seed=0, inception_weights=No
     returns the dict.
     """
     names = check_metrics(names) if names else offline_metrics(inception_weights)
-    if exported:
-        g, images_seen = sampling.load_exported(exported), None
-    else:
-        gan, _ = runs.load_for_inference(paths, checkpoint)
-        g, images_seen = gan.generator_ema, int(gan.images_seen.numpy())
-    # A conditional generator draws its labels from the reference slices' own.
-    spec = None
-    if g.c_dim:
-        spec = sampling.label_spec(g, sampling.exported_labels_path(exported) if exported else paths.labels_file)
+    g, spec, images_seen = trained.generator, trained.spec, trained.images_seen
+    exported = trained.source if images_seen is None else None
     reals, real_c = load_reference(reference, g.resolution, paths.cache, g.channels, spec)
     reals = pixels.to_unit_range(reals)
     count = num_images or max(len(reals), MIN_IMAGES)

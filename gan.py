@@ -4,7 +4,7 @@ Lives here: `StyleGAN2` (one D step per critic step with lazy R1 or gradient pen
 with lazy path-length regularisation and style mixing, generator EMA, w_avg tracking, optional
 adaptive augmentation), the Adam defaults with the lazy-regularisation correction, and the
 callback that stops a diverged run. Not here: the networks (generator.py, discriminator.py), the
-loss formulas (losses.py), data (data.py), checkpoints (runs.py) and outputs (training.py).
+loss formulas (losses.py), data (data.py), checkpoints (checkpointing.py) and outputs (training.py).
 
 Randomness: every draw is stateless, keyed by (config.seed, step, purpose) (`stream_seed`), and made for the
 global batch before each replica keeps its slice. So a step is reproducible, resumes exactly from
@@ -40,18 +40,22 @@ def stream_seed(seed, step, purpose):
     return fold_in(fold_in(key, step), purpose)
 
 
-def make_networks(config):
-    """The generator and discriminator a configuration describes."""
+def make_generator(config):
+    """The generator a configuration describes."""
     c = config
-    g = Generator(resolution=c.resolution, channels=c.channels, z_dim=c.z_dim, w_dim=c.w_dim,
-                  mapping_layers=c.mapping_layers, channel_base=c.channel_base, channel_max=c.channel_max,
-                  fused=c.fused_modconv, seed=c.seed, const_std=c.const_std, fp16_resolutions=c.half_resolutions,
-                  conv_clamp=c.conv_clamp, c_dim=c.c_dim, name="generator")
-    d = Discriminator(resolution=c.resolution, channels=c.channels, channel_base=c.channel_base,
-                      channel_max=c.channel_max, mbstd_group_size=c.mbstd_group_size,
-                      down_mode=c.d_downsample, fp16_resolutions=c.half_resolutions, conv_clamp=c.conv_clamp,
-                      c_dim=c.c_dim, mapping_layers=c.mapping_layers, name="discriminator")
-    return g, d
+    return Generator(resolution=c.resolution, channels=c.channels, z_dim=c.z_dim, w_dim=c.w_dim,
+                     mapping_layers=c.mapping_layers, channel_base=c.channel_base, channel_max=c.channel_max,
+                     fused=c.fused_modconv, seed=c.seed, const_std=c.const_std, fp16_resolutions=c.half_resolutions,
+                     conv_clamp=c.conv_clamp, c_dim=c.c_dim, name="generator")
+
+
+def make_discriminator(config):
+    """The discriminator a configuration describes."""
+    c = config
+    return Discriminator(resolution=c.resolution, channels=c.channels, channel_base=c.channel_base,
+                         channel_max=c.channel_max, mbstd_group_size=c.mbstd_group_size,
+                         down_mode=c.d_downsample, fp16_resolutions=c.half_resolutions, conv_clamp=c.conv_clamp,
+                         c_dim=c.c_dim, mapping_layers=c.mapping_layers, name="discriminator")
 
 
 def adam_for(lr, config, reg_interval):
@@ -101,7 +105,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
     It reads only the logs Keras has already brought to the host, once per execution of
     `steps_per_execution` steps; they are the tick's running means, so a NaN in any step of the
-    execution shows. The tick's save also refuses a non-finite state (runs.Checkpointer)."""
+    execution shows. The tick's save also refuses a non-finite state (checkpointing.Checkpointer)."""
 
     def on_train_batch_end(self, batch, logs=None):
         bad = {k: v for k, v in (logs or {}).items() if k.endswith("loss") and not math.isfinite(float(v))}
@@ -126,8 +130,8 @@ class StyleGAN2(keras.Model):
         super().__init__(**kwargs)
         self.config = config
         self.loss_fns = get_loss(config.loss)
-        self.generator, self.discriminator = make_networks(config)
-        self.generator_ema, _ = make_networks(config)
+        self.generator, self.discriminator = make_generator(config), make_discriminator(config)
+        self.generator_ema = make_generator(config)
         self.generator_ema.trainable = False
         for e, g in zip(self.generator_ema.weights, self.generator.weights):
             e.assign(g)
@@ -140,8 +144,7 @@ class StyleGAN2(keras.Model):
         self.pl_mean = self.add_weight(name="pl_mean", shape=(), initializer="zeros", trainable=False,
                                        aggregation="mean")
         names = ["d_loss", "g_loss", "real_logits", "fake_logits"]
-        names += ["r1"] if config.resolved_r1_gamma > 0 else []
-        names += ["gp"] if self.loss_fns.penalty == "gp" else []
+        names += [config.d_penalty] if config.d_penalty else []
         names += ["pl"] if config.pl_weight > 0 else []
         if augment is not None:
             names += ["augment_p", "ada_rt"]
@@ -168,8 +171,7 @@ class StyleGAN2(keras.Model):
         halved, and the scale doubles after 2,000 clean steps."""
         c = self.config
         self.g_optimizer = g_optimizer or adam_for(c.g_lr, c, c.g_reg_interval if c.pl_weight > 0 else 1)
-        d_regularised = c.resolved_r1_gamma > 0 or self.loss_fns.penalty == "gp"
-        self.d_optimizer = d_optimizer or adam_for(c.d_lr, c, self.d_reg_interval if d_regularised else 1)
+        self.d_optimizer = d_optimizer or adam_for(c.d_lr, c, self.d_reg_interval if c.d_penalty else 1)
         if c.precision == "float16":
             self.g_optimizer = keras.optimizers.LossScaleOptimizer(self.g_optimizer)
             self.d_optimizer = keras.optimizers.LossScaleOptimizer(self.d_optimizer)
@@ -181,7 +183,7 @@ class StyleGAN2(keras.Model):
     @property
     def d_reg_interval(self):
         # Lazy gradient penalties are unusual for WGAN-GP; its critic needs the constraint each step.
-        return 1 if self.loss_fns.penalty == "gp" else self.config.d_reg_interval
+        return 1 if self.config.d_penalty == "gp" else self.config.d_reg_interval
 
     @property
     def metrics(self):
@@ -230,7 +232,7 @@ class StyleGAN2(keras.Model):
         grads, d_loss, real_logits, fake_logits, fake_images = self._passes["d_loss"](real_images, real_c, fake_c)
         do_reg = tf.equal(self.d_steps % self.d_reg_interval, 0)
         r1 = gp = tf.constant(0.0)
-        if c.resolved_r1_gamma > 0 or self.loss_fns.penalty == "gp":
+        if c.d_penalty:
             skip = lambda: ([tf.zeros_like(g) for g in grads], r1, gp)  # noqa: E731
             penalty = lambda: self._passes["d_penalty"](real_images, fake_images, real_c)  # noqa: E731
             with tf.control_dependencies(grads):       # one pass after the other: half the peak memory
@@ -282,9 +284,9 @@ class StyleGAN2(keras.Model):
         critic = lambda x: self.discriminator(self._augment(x, SALT_AUG_REAL), real_c)  # noqa: E731
         r1 = gp = tf.constant(0.0)
         with tf.GradientTape() as tape:
-            if c.resolved_r1_gamma > 0:
+            if c.d_penalty == "r1":
                 r1 = r1_penalty(critic, real_images, d_scale)
-            if self.loss_fns.penalty == "gp":
+            if c.d_penalty == "gp":
                 alpha = stateless_uniform([real_images.shape[0], 1, 1, 1], self._seed(SALT_GP))
                 gp = gradient_penalty(critic, real_images, fake_images, alpha, d_scale)
             reg = (c.resolved_r1_gamma / 2.0 * r1 + c.gp_lambda * gp) * self.d_reg_interval

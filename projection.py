@@ -4,9 +4,9 @@ Lives here: the reference projector's schedule (Karras et al. 2020, "Analyzing a
 Image Quality of StyleGAN", sec. 5 and appendix D; NVlabs' `projector.py`) as pure functions
 (`learning_rate_at`, `latent_noise_scale_at`, `noise_regularization`, `normalize_noise`), the
 image distances (`DISTANCES`, `make_distance`), the synthesis forward with supplied per-layer noise
-maps (`synthesize`), the batch optimiser (`Projector`), loading targets and networks, the anomaly
+maps (`synthesize`), the batch optimiser (`Projector`), loading targets, the anomaly
 map and the files `--mode project` writes. Not here: flags (driver.py), the networks
-(generator.py, discriminator.py), checkpoints (runs.py), the measurement study
+(generator.py, discriminator.py), opening them (inference.py), the measurement study
 (tools/projection_eval.py).
 
 The optimisation follows the reference: Adam (betas 0.9/0.999) on one w (W) or one w per layer
@@ -41,8 +41,6 @@ import atomic
 import data
 import metrics
 import pixels
-import runs
-import sampling
 import visualize
 
 SPACES = ("w", "wplus")
@@ -579,18 +577,13 @@ def unique_names(names):
     return out
 
 
-def load_networks(output_dir, checkpoint="auto", exported=None):
-    """(EMA generator, discriminator or None). From an exported .keras generator (no discriminator),
-    else from the run's `checkpoint` (`runs.choose_checkpoint`: best, latest, a step or a path)."""
-    if exported:
-        g, d = sampling.load_exported(exported), None
-    else:
-        gan, _ = runs.load_for_inference(runs.Paths(output_dir), checkpoint)
-        g, d = gan.generator_ema, gan.discriminator
+def unconditional(g):
+    """`g`, checked to be unconditional: projecting with a conditional one would also have to find
+    each slice's labels."""
     if g.c_dim:
         raise ValueError("projection needs an unconditional generator: this one is conditional (--condition), and "
                          "projecting would also have to find each slice's labels")
-    return g, d
+    return g
 
 
 def save_latents(path, ws, noises, names, space):

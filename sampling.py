@@ -1,23 +1,17 @@
-"""Using a trained generator: seeded images, style-mixing grids, latent interpolations, export.
+"""Using a trained generator: seeded images, style-mixing grids, latent interpolations.
 
-Lives here: everything that turns a trained EMA generator (from a checkpoint or an exported
-`.keras` file) into files. Not here: training (training.py), checkpoints (runs.py), drawing (visualize.py).
+Lives here: everything that turns a trained EMA generator into images and files. Not here: opening
+or exporting it (inference.py), training (training.py), drawing (visualize.py).
 A seed always gives the same latent z, so the same seed gives the same image.
 """
 
 import os
-import zipfile
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-import atomic
-import generator as generator_module  # noqa: F401  (registers the custom layers for load_model)
 import labels
 import visualize
-
-EXPORT_NAME = "generator.keras"
 
 
 def latents(seeds, z_dim):
@@ -139,42 +133,3 @@ def sweep_grid(g, spec, row_seeds, base, name, steps=8, psi=1.0, noise_mode="con
         c = np.stack([labels.encode_values(spec, {**base, name: v}) for v in values])          # [C, c_dim]
         rows.append(synthesize(g, [seed] * len(values), psi, noise_mode=noise_mode, c=c))
     return np.concatenate(rows), values
-
-
-def export(g, out_dir, spec=None):
-    """Save the generator as a `.keras` file that `keras.models.load_model` opens once this project's
-    modules are importable (`import generator` registers the layers), and a conditional one's label
-    definition `spec` beside it (labels.json). Written atomically."""
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, EXPORT_NAME)
-    with atomic.staged(path, suffix=".keras") as tmp:        # Keras insists on the extension
-        g.save(tmp)
-    if spec is not None:
-        labels.save(spec, exported_labels_path(path))
-    return path
-
-
-def exported_labels_path(path):
-    return os.path.join(os.path.dirname(os.path.abspath(path)), labels.LABEL_FILE)
-
-
-def load_exported(path):
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no exported generator at {path}: run `python driver.py --mode export` first")
-    try:
-        return keras.models.load_model(path)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:    # truncated, or not a .keras file
-        raise ValueError(f"{path} is not a whole .keras file ({type(e).__name__}: {str(e)[:200]}); export it again "
-                         f"with python driver.py --mode export") from None
-
-
-def label_spec(g, spec_path):
-    """The label definition of generator `g`, read from `spec_path`: None for an unconditional one."""
-    if g.c_dim == 0:
-        return None
-    spec = labels.load(spec_path)
-    if spec is None or spec.dim != g.c_dim:
-        raise labels.LabelError(f"this generator is conditional ({g.c_dim} label values), but {spec_path} "
-                                f"{'is missing' if spec is None else f'describes {spec.dim}'}: put the run's "
-                                f"checkpoints/labels.json there")
-    return spec

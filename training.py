@@ -1,9 +1,9 @@
 """Running a training job: data, model, periodic outputs, resume and clean stops.
 
 Lives here: `RunOptions`, distribution strategies, the `train` loop around `keras.Model.fit` and
-its callbacks (ticks, clean stops). Not here: the run folder, checkpoints, the lock and the
-resume rules (runs.py), flags (driver.py), the training step (gan.py), pictures (visualize.py),
-generation and export (sampling.py).
+its callbacks (ticks, clean stops). Not here: the run folder (runs.py), the lock (runlock.py),
+checkpoints (checkpointing.py), the resume rules (resume.py), flags (driver.py), the training step
+(gan.py), pictures (visualize.py), generation (sampling.py) and export (inference.py).
 
 A run is divided into ticks of `tick_kimg` thousand images (Keras "epochs"); after each tick the
 EMA generator draws a grid from fixed latents, the loss plot and TensorBoard are updated and a
@@ -25,17 +25,20 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+import atomic
 import data
 import evaluation
-import atomic
 import labels
 import metrics
 import pixels
 import visualize
+from checkpointing import Checkpointer, clean_leftovers, repair_index, resume_command
+from config import Config
 from gan import NonFiniteLossError, StopOnNonFinite, build_gan
-from runs import (Checkpointer, Paths, RunError, RunLock, clean_leftovers, initialize_from, record_changes,
-                  refuse_overwrite, repair_index, resolve_resume_config, resolve_run_data, resume_command,
-                  save_data)
+from resume import (initialize_from, record_changes, refuse_overwrite, resolve_resume_config, resolve_run_data,
+                    save_data)
+from runlock import RunLock
+from runs import Paths, RunError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +62,7 @@ class RunOptions:
     eval_metrics: tuple = ("swd",)    # evaluation.METRICS computed then (swd always)
     best_by: str = "swd_each"         # evaluation.BEST_BY: the score that picks the best checkpoint
     inception_weights: str | None = None   # local InceptionV3 weights for fid, kid, pr in eval_metrics
-    init_from: str | None = None      # a new run starts from this run's weights (runs.initialize_from)
+    init_from: str | None = None      # a new run starts from this run's weights (resume.initialize_from)
     steps_per_execution: int = 1      # training steps per call into TensorFlow; the results do not change
     condition: tuple = ()             # label names of a conditional run (labels.py), e.g. ("slice", "age")
     labels: str | None = None         # the CSV of subject covariates for them
@@ -317,16 +320,14 @@ def train(config, options, explicit=()):
     """Train (or resume) a run. `explicit` names the Config fields the user set by hand, so that a
     resume can tell a deliberate conflict from a default. Returns the trained `StyleGAN2`.
 
-    The run folder is locked for the whole run (runs.RunLock); a new run never starts over the
-    checkpoints of an old one (runs.refuse_overwrite)."""
+    The run folder is locked for the whole run (runlock.RunLock); a new run never starts over the
+    checkpoints of an old one (resume.refuse_overwrite)."""
     # First of all: MultiWorkerMirroredStrategy must configure TensorFlow's collectives before any op runs.
     strategy = make_strategy(options.strategy)
     if not is_chief(strategy):
         return _train_as_worker(config, options, set(explicit), strategy)
     paths = Paths(options.output_dir)
-    if not options.resume and config.kimg <= 0:
-        raise RunError(f"--kimg={config.kimg:g} trains nothing: give the length of the new run in thousands of "
-                       f"images (for example --kimg 20)")
+    check_length(config, options)                 # before the folder is made: a refused run writes nothing
     paths.make()
     with RunLock(paths):
         return _train_locked(config, options, set(explicit), paths, strategy)
@@ -350,17 +351,54 @@ def _train_as_worker(config, options, explicit, strategy):
             return _train_locked(config, options, explicit, paths, strategy)
 
 
-def load_training_slices(config, options, paths):
-    """The training slices, and for a conditional run its label definition and their labels
-    [N, c_dim]: a new run fits the definition to its slices (labels.build), a resumed one reads the
-    saved one, so its labels keep their meaning. Returns (images, spec or None, labels or None)."""
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a training will do, decided before anything is written (`plan`)."""
+    config: Config                 # with a resume's rules applied (resume.resolve_resume_config)
+    options: RunOptions            # with the run's own data in place of what was not typed
+    changes: dict                  # {setting: [old, new]} that a resume changes
+    spec: labels.LabelSpec | None  # a resumed conditional run's saved label definition
+
+
+def check_length(config, options):
+    if not options.resume and config.kimg <= 0:
+        raise RunError(f"--kimg={config.kimg:g} trains nothing: give the length of the new run in thousands of "
+                       f"images (for example --kimg 20)")
+
+
+def plan(config, options, explicit=(), replicas=1):
+    """The one preparation of a training, shared by `--dry_run` (which prints it) and `train`: the
+    resume rules (the saved configuration and data, the saved label definition checked against
+    --condition, --labels and --labels_missing) or the refusal to start over an old run, and the
+    checks of the batch against `replicas` and the minibatch-stddev group. Only reads the run folder."""
+    check_length(config, options)
+    paths = Paths(options.output_dir)
+    changes, spec = {}, None
+    if options.resume:
+        config, changes = resolve_resume_config(paths, config, set(explicit))
+        options = resolve_run_data(paths, options)
+        spec = _saved_labels(config, options, paths)
+    else:
+        refuse_overwrite(paths)
+    if config.batch_size % replicas:
+        raise RunError(f"--batch_size={config.batch_size} must be a multiple of the {replicas} replicas")
+    local_batch = config.batch_size // replicas
+    if local_batch % min(config.mbstd_group_size, local_batch):
+        raise RunError(f"the per-replica batch {local_batch} must be a multiple of the minibatch-stddev "
+                       f"group size {config.mbstd_group_size}")
+    return Plan(config, options, changes, spec)
+
+
+def _saved_labels(config, options, paths):
+    """A resumed run's label definition (None: unconditional), checked against what was typed: its
+    labels must keep their meaning."""
     spec = None
-    if options.resume and config.c_dim:
+    if config.c_dim:
         spec = labels.load(paths.labels_file)
         if spec is None:
             raise RunError(f"this run is conditional but {paths.labels_file} is missing: it defines what the labels "
                            f"mean; put it back from a backup or a copy of the run")
-    if options.resume and options.condition and list(options.condition) != (spec.names if spec else []):
+    if options.condition and list(options.condition) != (spec.names if spec else []):
         raise RunError(f"--condition {','.join(options.condition)} differs from the run being resumed "
                        f"({','.join(spec.names) if spec else 'unconditional'}); leave --condition out to resume it")
     if spec and "labels" in options.typed and os.path.abspath(options.labels) != spec.table:
@@ -369,6 +407,27 @@ def load_training_slices(config, options, paths):
     if spec and "labels_missing" in options.typed and options.labels_missing != spec.missing:
         raise RunError(f"--labels_missing {options.labels_missing} differs from the run being resumed "
                        f"({spec.missing}); leave it out to resume")
+    return spec
+
+
+def preview_labels(options):
+    """The label definition a new conditional run would fit, told from the file names and the table
+    alone (a volume counts as one subject whose levels come from its slices' order), as one line."""
+    if options.data_dir is None:
+        raise data.DataError("the built-in synthetic slices have no labels to condition on: give --data_dir")
+    files = data.filter_subjects(data.find_files(options.data_dir, options.splits), options.exclude_subjects,
+                                 None, options.data_dir)
+    sources = [(f, 0, 1 if data.file_kind(f) == "image" else 2) for f in files]
+    spec = labels.build(list(options.condition), sources, options.labels, options.labels_missing)
+    _, keep = labels.encode_sources(spec, sources)                  # names without a slice number fail here
+    dropped = f"; {(~keep).sum()} of {len(keep)} files dropped (no value)" if not keep.all() else ""
+    return labels.describe(spec) + dropped
+
+
+def load_training_slices(config, options, paths, spec=None):
+    """The training slices, and for a conditional run its label definition and their labels
+    [N, c_dim]: a new run fits the definition to its slices (labels.build), a resumed one keeps its
+    saved `spec` (`plan`), so its labels keep their meaning. Returns (images, spec or None, labels or None)."""
     load = functools.partial(data.load_slices, options.data_dir, config.resolution, paths.cache,
                              splits=options.splits, channels=config.channels, seed=config.seed,
                              exclude_subjects=options.exclude_subjects)
@@ -388,25 +447,14 @@ def load_training_slices(config, options, paths):
 
 def _train_locked(config, options, explicit, paths, strategy):
     clean_leftovers(paths)
-    changes = {}
-    if options.resume:
-        config, changes = resolve_resume_config(paths, config, explicit)
-        options = resolve_run_data(paths, options)
-    else:
-        refuse_overwrite(paths)
-    if config.batch_size % strategy.num_replicas_in_sync:
-        raise RunError(f"--batch_size={config.batch_size} must be a multiple of the "
-                       f"{strategy.num_replicas_in_sync} replicas")
+    prepared = plan(config, options, explicit, strategy.num_replicas_in_sync)
+    config, options, changes = prepared.config, prepared.options, prepared.changes
     if config.precision == "float16" and not tf.config.list_physical_devices("GPU"):
         logging.warning("--precision float16 without a GPU: CPUs emulate float16 arithmetic and train "
                         "hundreds of times slower; use float32 here (bfloat16 on CPUs with AMX)")
-    local_batch = config.batch_size // strategy.num_replicas_in_sync
-    if local_batch % min(config.mbstd_group_size, local_batch):
-        raise RunError(f"the per-replica batch {local_batch} must be a multiple of the minibatch-stddev "
-                       f"group size {config.mbstd_group_size}")
 
     paths.make("checkpoints", "samples", "logs", "cache")
-    images, spec, train_c = load_training_slices(config, options, paths)
+    images, spec, train_c = load_training_slices(config, options, paths, prepared.spec)
     config = config.replace(c_dim=spec.dim if spec else 0)
     if len(images) < config.batch_size:
         raise RunError(f"only {len(images)} usable slices, fewer than one batch of {config.batch_size}; "

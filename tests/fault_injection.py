@@ -49,13 +49,13 @@ def install():
     from tensorflow.python.lib.io import file_io
     from tensorflow.python.ops import gen_io_ops, io_ops
 
-    import runs
+    import checkpointing
     for name in FILE_IO:
         setattr(file_io, name, _operation(name, getattr(file_io, name)))
     io_ops.save_v2 = _operation("SaveV2", io_ops.save_v2)
     gen_io_ops.merge_v2_checkpoints = _operation("MergeV2Checkpoints", gen_io_ops.merge_v2_checkpoints)
 
-    save = runs.Checkpointer.save
+    save = checkpointing.Checkpointer.save
 
     @functools.wraps(save)
     def counted_save(self, step):
@@ -66,7 +66,7 @@ def install():
             return save(self, step)
         finally:
             _state["in_save"] = False
-    runs.Checkpointer.save = counted_save
+    checkpointing.Checkpointer.save = counted_save
 
 
 def main():

@@ -14,13 +14,14 @@ from driver_cli import digest
 from driver_cli import run as cli
 
 import evaluation
+import inference
 import labels
 import runs
 import sampling
 import training
 from config import Config
 from data import make_dataset
-from gan import build_gan, make_networks
+from gan import build_gan, make_discriminator, make_generator
 
 TINY = Config(resolution=8, channel_base=128, channel_max=16, z_dim=8, w_dim=8, mapping_layers=2, batch_size=4,
               mbstd_group_size=2, d_reg_interval=2, g_reg_interval=2, kimg=0.016)   # 4 steps of 4 images
@@ -57,12 +58,12 @@ def mapping(network, z, c):
 
 
 def test_the_label_embedding_joins_z_in_the_mapping_network_as_the_reference():
-    g, _ = make_networks(TINY.replace(c_dim=3))
+    g = make_generator(TINY.replace(c_dim=3))
     randomise(g.mapping)
     z, c = RNG.standard_normal([5, 8]).astype(np.float32), RNG.standard_normal([5, 3]).astype(np.float32)
     assert g.mapping.embed.kernel.shape == (4, 8) and g.mapping.dense[0].kernel.shape == (16, 8)
     np.testing.assert_allclose(g.mapping(z, c).numpy(), mapping(g.mapping, z, c), rtol=1e-4, atol=1e-5)
-    fresh, _ = make_networks(TINY.replace(c_dim=3))                     # weights at their initial scales
+    fresh = make_generator(TINY.replace(c_dim=3))                     # weights at their initial scales
     images = [fresh(z, row[None].repeat(5, 0), noise_mode="const").numpy() for row in np.eye(3, dtype=np.float32)]
     assert np.abs(images[0] - images[1]).mean() > 0.05 * np.abs(images[0]).mean()     # the label changes the image
 
@@ -70,7 +71,7 @@ def test_the_label_embedding_joins_z_in_the_mapping_network_as_the_reference():
 def test_a_continuous_label_keeps_its_value_through_the_normalised_embedding_from_the_start():
     # The reference's embedding normalises c * k (zero bias at first): every positive level is the
     # same vector. With the always-1 entry, levels 0.25 and 1 start apart in G's w and D's cmap.
-    g, d = make_networks(TINY.replace(c_dim=1))
+    g, d = make_generator(TINY.replace(c_dim=1)), make_discriminator(TINY.replace(c_dim=1))
     z = np.repeat(RNG.standard_normal([1, 8]).astype(np.float32), 2, axis=0)
     levels = np.asarray([[0.25], [1.0]], np.float32)
     cosine = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
@@ -81,7 +82,7 @@ def test_a_continuous_label_keeps_its_value_through_the_normalised_embedding_fro
 
 
 def test_the_projection_discriminator_scores_its_features_against_the_mapped_label():
-    _, d = make_networks(TINY.replace(c_dim=3))
+    d = make_discriminator(TINY.replace(c_dim=3))
     randomise(d)
     images = RNG.standard_normal([4, 8, 8, 1]).astype(np.float32)
     c = RNG.standard_normal([4, 3]).astype(np.float32)
@@ -98,7 +99,7 @@ def test_the_projection_discriminator_scores_its_features_against_the_mapped_lab
 
 def test_an_unconditional_model_has_no_label_weights_and_takes_no_labels():
     assert Config().c_dim == 0 and Config.from_dict({}).c_dim == 0       # configurations saved before labels
-    g, d = make_networks(TINY)
+    g, d = make_generator(TINY), make_discriminator(TINY)
     assert not [v.path for v in g.weights + d.weights if "embed" in v.path or "discriminator/mapping" in v.path]
     assert d.out.units == 1
     gan = build_gan(TINY)
@@ -208,15 +209,16 @@ def test_a_conditional_run_saves_its_label_definition_and_resumes_with_it(run, s
 def test_the_exported_generator_takes_labels_and_carries_their_definition(run, tmp_path):
     out, gan = run
     spec = labels.load(runs.Paths(str(out)).labels_file)
-    path = sampling.export(gan.generator_ema, str(tmp_path / "exports"), spec)
-    g = sampling.load_exported(path)
-    assert g.c_dim == 4 and sampling.label_spec(g, sampling.exported_labels_path(path)) == spec
+    path = inference.export(gan.generator_ema, str(tmp_path / "exports"), spec)
+    opened = inference.open_generator(exported=path)
+    g = opened.generator
+    assert g.c_dim == 4 and opened.spec == spec
     c = labels.encode_values(spec, labels.parse_request(spec, "slice=0.5,age=40,sex=M"))
     np.testing.assert_allclose(sampling.synthesize(g, [1, 2], c=c), sampling.synthesize(gan.generator_ema, [1, 2], c=c),
                                atol=1e-5)
-    os.remove(sampling.exported_labels_path(path))
+    os.remove(inference.exported_labels_path(path))
     with pytest.raises(labels.LabelError, match="labels.json is missing"):
-        sampling.label_spec(g, sampling.exported_labels_path(path))
+        inference.open_generator(exported=path)
     with pytest.raises(labels.LabelError, match="this generator is conditional"):
         sampling.synthesize(g, [1])
 
@@ -236,8 +238,8 @@ def test_a_sweep_changes_one_label_across_the_columns_with_one_z_per_row(run):
 
 def test_evaluation_draws_the_labels_of_the_reference_slices(run, slices):
     out, _ = run
-    report = evaluation.evaluate_run(runs.Paths(str(out)), [(slices[0], ("validate",), None)], num_images=16,
-                                     names=["swd"])
+    report = evaluation.evaluate_run(runs.Paths(str(out)), inference.open_generator(str(out)),
+                                     [(slices[0], ("validate",), None)], num_images=16, names=["swd"])
     assert report["num_generated"] == 16 and report["swd_avg"] > 0
     spec = labels.load(runs.Paths(str(out)).labels_file)
     reals, c = evaluation.load_reference([(slices[0], ("validate",), None)], 8, None, 1, spec)
@@ -247,6 +249,6 @@ def test_evaluation_draws_the_labels_of_the_reference_slices(run, slices):
 
 
 def test_an_unconditional_generator_refuses_labels():
-    g, _ = make_networks(TINY)
+    g = make_generator(TINY)
     with pytest.raises(labels.LabelError, match="unconditional"):
         sampling.synthesize(g, [0], c=np.zeros(2, np.float32))

@@ -177,15 +177,15 @@ def test_generate_takes_seed_lists_truncation_cutoff_mixing_layers_and_outdir(tr
     from PIL import Image
 
     import sampling
+    import inference
     import pixels
-    import runs
     out, images = trained[0], str(tmp_path / "images")
     run(out, "--mode=generate", "--seeds=1-2,7", "--psi=0", "--truncation_cutoff=1", "--mix_rows=1,2",
         "--mix_cols=3-5", "--mix_layers=0", f"--outdir={images}")
     assert set(os.listdir(images)) == {"seed0001.png", "seed0002.png", "seed0007.png", "grid.png", "style_mixing.png",
                                        "interpolation.png", "interpolation.gif"}
     assert not os.path.exists(os.path.join(out, "generated"))
-    g = runs.load_for_inference(runs.Paths(out))[0].generator_ema
+    g = inference.open_generator(out).generator
     # psi 0 sets the truncated layers to w_avg: with a cutoff of 1 the other layers keep each seed's own.
     expected = pixels.to_uint8(sampling.synthesize(g, [1, 2, 7], psi=0.0, truncation_cutoff=1))[..., 0]
     written = np.stack([np.asarray(Image.open(os.path.join(images, f"seed{s:04d}.png"))) for s in (1, 2, 7)])

@@ -16,6 +16,7 @@ import tensorflow as tf
 from keras.src.utils import file_utils
 
 import evaluation
+import inference
 import metrics
 from generator import Generator
 
@@ -369,9 +370,8 @@ def test_evaluate_run_writes_the_report_with_fake_checkpoint_and_reference(tmp_p
         calls.update(resolution=resolution, channels=channels)
         return ((phantoms(20, size=16) + 1.0) * 127.5).astype(np.uint8)
 
-    gan = types.SimpleNamespace(generator_ema=FakeGenerator(), images_seen=tf.constant(1234, tf.int64))
+    trained = inference.Trained(FakeGenerator(), spec=None, images_seen=1234, source="ckpt-1")
     monkeypatch.setattr(evaluation.data, "load_slices", load_slices)
-    monkeypatch.setattr(evaluation.runs, "load_for_inference", lambda paths, checkpoint: (gan, None))
     paths = types.SimpleNamespace(evaluation=str(tmp_path / "evaluation"), cache=str(tmp_path / "cache"),
                                   history_file=str(tmp_path / "history.json"))
     with open(paths.history_file, "w") as f:      # a run trained with periodic SWD: evaluate plots its curve
@@ -379,7 +379,7 @@ def test_evaluate_run_writes_the_report_with_fake_checkpoint_and_reference(tmp_p
                    {"kimg": 1.0, "swd_avg": 7.0, "swd_each_avg": 6.0, "best": True}, {"kimg": 1.2}], f)
 
     reference = [("data", ("validate",), None), ("data", ("train",), ("37",))]
-    report = evaluation.evaluate_run(paths, reference, inception_weights=str(tmp_path / "missing.h5"),
+    report = evaluation.evaluate_run(paths, trained, reference, inception_weights=str(tmp_path / "missing.h5"),
                                      names=("swd", "fid", "c2st"), training=("data", ("train",), ("37",)))
     training_call = calls["parts"].pop()                                  # C2ST's: the training slices
     assert calls == {"resolution": 16, "parts": reference, "channels": 1}     # both parts, together

@@ -14,6 +14,7 @@ import tensorflow as tf
 from PIL import Image
 
 import data
+import inference
 import metrics
 import pixels
 import projection as P
@@ -449,11 +450,11 @@ def test_saved_latents_are_checked_against_the_generator(tmp_path):
 
 
 def test_an_exported_generator_projects_with_pixel_distances(tmp_path):
-    import sampling
     g = small_generator(8, strength=0.1)
-    path = sampling.export(g, str(tmp_path))
-    loaded, discriminator = P.load_networks(str(tmp_path), exported=path)
-    assert discriminator is None
+    path = inference.export(g, str(tmp_path))
+    opened = inference.open_generator(exported=path, discriminator=True)
+    loaded = P.unconditional(opened.generator)
+    assert opened.discriminator is None and opened.images_seen is None and opened.source == path
     _, targets = known_targets(g, 1)
     settings = P.ProjectionSettings(num_steps=3, w_avg_samples=100)
     ours = P.Projector(loaded, settings, P.make_distance("mse")).project(targets)
@@ -491,4 +492,4 @@ def test_command_line_projects_from_a_checkpoint_and_generate_renders_the_latent
     bad = cli(out, "--mode=project", f"--target={tmp_path / 'missing.png'}", expect=1)
     assert "missing.png does not exist" in bad.stderr
     with pytest.raises(runs.RunError, match="no checkpoint"):
-        P.load_networks(str(out), checkpoint="7")
+        inference.open_generator(str(out), checkpoint="7")

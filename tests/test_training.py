@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from keras.src.utils import python_utils
 
+import checkpointing
 import runs
 import training
 from config import Config
@@ -23,7 +24,7 @@ def train(out, config=TINY, **options):
 
 
 def weights(gan):
-    values = {k: v.numpy() for k, v in runs.named_variables(gan).items()}
+    values = {k: v.numpy() for k, v in checkpointing.named_variables(gan).items()}
     for name, optimizer in (("g", gan.g_optimizer), ("d", gan.d_optimizer)):
         values.update({f"{name}_optimizer/{i}": v.numpy() for i, v in enumerate(optimizer.variables)})
     return values
