@@ -42,9 +42,52 @@ def test_the_imports_have_no_cycle():
     assert "training" in GRAPH["driver"] and "evaluation" in GRAPH["training"]   # the graph is really read
 
 
-@pytest.mark.parametrize("module", ["sampling", "evaluation", "projection", "runs", "data"])
+@pytest.mark.parametrize("module", ["sampling", "evaluation", "projection", "inference", "runs", "checkpointing", "data"])
 def test_using_a_trained_model_never_loads_the_training_loop(module):
     assert "training" not in reachable(module)
+
+
+def test_the_run_folder_knows_nothing_of_the_model():
+    for module in ("runs", "runlock", "checkpointing", "resume"):
+        assert "gan" not in reachable(module) and "generator" not in reachable(module), module
+
+
+# ---------------------------------------------------------------------------------------------
+# One way to open a trained model
+# ---------------------------------------------------------------------------------------------
+
+# Who calls what builds or restores networks; anything else that wants a trained generator calls
+# inference.open_generator.
+RESTORERS = {
+    "load_model": {"inference"},                          # a .keras export
+    "read_variables": {"inference", "resume"},            # resume: --init_from, the start of a training
+    "load_checkpoint": {"checkpointing"},
+    "Checkpointer": {"training"},                         # a training's own checkpoints, every variable
+    "make_generator": {"gan", "inference"},
+    "build_gan": {"training", "tools/bench"},             # the training model; bench times its step
+}
+
+
+def calls_in(source):
+    """Names called in `source`: `f(...)` and `x.f(...)`."""
+    called = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            called.add(node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None))
+    return called
+
+
+def test_only_the_inference_module_opens_a_trained_model():
+    assert calls_in("import keras\nm = keras.models.load_model(p)\ng = make_generator(c)\n") >= {"load_model", "make_generator"}
+    sources = {module: os.path.join(ROOT, module + ".py") for module in MODULES}
+    sources.update({f"tools/{tool[:-3]}": os.path.join(ROOT, "tools", tool) for tool in TOOLS})
+    found = {name: set() for name in RESTORERS}
+    for owner, path in sources.items():
+        for name in calls_in(open(path).read()) & set(RESTORERS):
+            found[name].add(owner)
+    assert found == RESTORERS
+    users = {owner for owner, path in sources.items() if "open_generator" in calls_in(open(path).read())}
+    assert {"driver", "tools/real_eval", "tools/condition_eval", "tools/projection_eval", "tools/latent_probe"} <= users
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -16,7 +16,7 @@ the other way (README, "A data note"); `--orient` (default on) flips its images 
 levels (1 - level) before scoring it, so the regressor is asked the question it was trained on.
 
 Lives here: this study only (a measurement script, not part of the package). Not here: the level
-regressor and its scores (levels.py), loading (runs.py's `load_for_inference`). Run it from the
+regressor and its scores (levels.py), opening the model (inference.py). Run it from the
 repository root.
 """
 
@@ -31,11 +31,11 @@ import numpy as np  # noqa: E402
 import atomic  # noqa: E402
 import data  # noqa: E402
 import evaluation  # noqa: E402
+import inference  # noqa: E402
 import labels  # noqa: E402
 import levels  # noqa: E402
 import sampling  # noqa: E402
 import visualize  # noqa: E402
-from runs import Paths, load_for_inference  # noqa: E402
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -51,9 +51,8 @@ def main():
     args = parser.parse_args()
     held_out = tuple(s for s in args.held_out.split(",") if s)
 
-    gan, config = load_for_inference(Paths(args.run), checkpoint=args.checkpoint)
-    g, r = gan.generator_ema, config.resolution
-    spec = sampling.label_spec(g, Paths(args.run).labels_file)
+    trained = inference.open_generator(args.run, args.checkpoint)
+    g, spec, r = trained.generator, trained.spec, trained.generator.resolution
     if spec is None or labels.SLICE not in spec.names:
         raise SystemExit(f"{args.run} is not conditioned on slice (--condition slice,...)")
 
@@ -62,7 +61,7 @@ def main():
     subjects = np.array([data.subject_of(f) for f in files])
     penalty, cv_errors = levels.choose_penalty(train, train_levels, subjects)
     weights = levels.fit_ridge(train, train_levels, penalty)
-    results = {"run": args.run, "kimg": int(gan.images_seen.numpy()) / 1000, "penalty": penalty,
+    results = {"run": args.run, "kimg": trained.images_seen / 1000, "penalty": penalty,
                "cv_mae": round(cv_errors[penalty], 3)}
 
     real, real_levels = levels.slices_with_levels(args.data_dir, r, ("train",), subjects=held_out)

@@ -11,7 +11,7 @@ Gaussian blur of std 2 and 4 pixels (both sets), and as 4x4-pixel block means: i
 AUC near 1, what tells the sets apart is coarse anatomy, not texture.
 
 Lives here: this diagnostic only (a measurement script, not part of the package). The metrics are
-metrics.py, loading is data.py and runs.py's `load_for_inference`. Run it from the repository root.
+metrics.py, loading is data.py and inference.py. Run it from the repository root.
 """
 
 import argparse
@@ -23,8 +23,8 @@ import tensorflow as tf  # noqa: E402
 
 import data  # noqa: E402
 import evaluation  # noqa: E402
+import inference  # noqa: E402
 import metrics  # noqa: E402
-import runs  # noqa: E402
 import sampling  # noqa: E402
 
 
@@ -62,9 +62,9 @@ def main():
     parser.add_argument("--held_out", default="0037,0384", help="training-split subjects held out of training")
     parser.add_argument("--images", type=int, default=500)
     args = parser.parse_args()
-    gan, _ = runs.load_for_inference(runs.Paths(args.run), args.checkpoint)
-    g = gan.generator_ema
-    print(f"{args.run} at {int(gan.images_seen.numpy()) / 1000:g} kimg")
+    trained = inference.open_generator(args.run, args.checkpoint)
+    g = trained.generator
+    print(f"{args.run} at {trained.images_seen / 1000:g} kimg")
     for res, std, strength in layer_scales(g):
         print(f"  {res:4d} px: conv output std {std:.4f}, noise strength {strength:+.4f}")
     held_out = tuple(s for s in args.held_out.split(",") if s)

@@ -44,6 +44,7 @@ from absl import logging  # noqa: E402
 
 import atomic  # noqa: E402
 import data  # noqa: E402
+import inference  # noqa: E402
 import labels  # noqa: E402
 import metrics  # noqa: E402
 import pixels  # noqa: E402
@@ -468,8 +469,9 @@ def main():
 
 
 def study_run(args):
-    # Without --checkpoint, load_networks' own default (the project's rule for which checkpoint) applies.
-    g, d = P.load_networks(args.run_dir, args.checkpoint) if args.checkpoint else P.load_networks(args.run_dir)
+    # Without --checkpoint, the project's rule for which checkpoint (best where kept, else latest) applies.
+    trained = inference.open_generator(args.run_dir, args.checkpoint or "auto", discriminator=True)
+    g, d = P.unconditional(trained.generator), trained.discriminator
     resolution = g.resolution
     _, val_levels, _, val_images = load_split(args.data_dir, "validate", resolution)
     _, train_levels, train_subjects, train_images = load_split(args.data_dir, "train", resolution)

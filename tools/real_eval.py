@@ -15,7 +15,7 @@ against the `--held_out` training subjects' own (the validate subject's levels c
 slices per run.
 
 Lives here: this study only (a measurement script, not part of the package). Not here: the metrics'
-maths (metrics.py), the level regressor (levels.py), loading (data.py and runs.py's `load_for_inference`).
+maths (metrics.py), the level regressor (levels.py), loading (data.py and inference.py).
 Run it from the repository root.
 """
 
@@ -29,11 +29,11 @@ import numpy as np  # noqa: E402
 
 import atomic  # noqa: E402
 import evaluation  # noqa: E402
+import inference  # noqa: E402
 import labels  # noqa: E402
 import levels  # noqa: E402
 import metrics  # noqa: E402
 import pixels  # noqa: E402
-import sampling  # noqa: E402
 import visualize  # noqa: E402
 
 def swd_both(reals, fakes, seed=0):
@@ -84,20 +84,19 @@ def main():
     results["floor"]["c2st_train_vs_held_out"] = round(metrics.c2st(train_sample, reference), 3)
     print(json.dumps({"floor": results["floor"]}), flush=True)
 
-    from runs import Paths, load_for_inference
     for run in args.runs:
-        gan, config = load_for_inference(Paths(run), checkpoint=args.checkpoint)
-        spec = sampling.label_spec(gan.generator_ema, Paths(run).labels_file)
+        trained = inference.open_generator(run, args.checkpoint)
+        spec = trained.spec
         c = None
         if spec is not None:                # a conditional run: the held-out slices' own labels
             parts = [(args.data_dir, ("validate",), None)] + ([(args.data_dir, ("train",), held_out)] if held_out else [])
             c = labels.draw(evaluation.load_reference(parts, r, None, 1, spec)[1], args.images, seed=0)
-        sets = evaluation.generate(gan.generator_ema, args.images, c, names=("noise",))
+        sets = evaluation.generate(trained.generator, args.images, c, names=("noise",))
         fakes = sets["generated"]
         judged = evaluation.evaluate_images(reals=reference, names=("c2st", "noise"), train_reals=train_sample, **sets)
         history_path = os.path.join(run, "logs", "history.json")
         history = json.load(open(history_path)) if os.path.exists(history_path) else []
-        results[run] = {"kimg": int(gan.images_seen.numpy()) / 1000, **swd_both(reference, fakes),
+        results[run] = {"kimg": trained.images_seen / 1000, **swd_both(reference, fakes),
                         "diversity": round(metrics.mean_pairwise_ms_ssim(fakes), 3),
                         "levels": levels.thirds(levels.predict_levels(weights, fakes)),
                         **{k: round(v, 3) for k, v in judged.items() if k.startswith(("c2st", "noise_share"))}}
