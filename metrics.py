@@ -1,8 +1,10 @@
 """Image-set quality metrics: SWD, FID, KID, precision/recall, MS-SSIM diversity, the classifier
-two-sample test (C2ST, with AUROC) and the noise share of a generated slice.
+two-sample test (C2ST, with AUROC) and the noise share of a generated slice; and the quality of one
+image against another (PSNR, SSIM).
 
-Lives here: pure functions on NumPy arrays. Images are float [N, H, W, C] in [-1, 1] (C = 1 for
-MRI; 3 works too); features are float [N, D]. Every random choice takes a `seed`, so a metric
+Lives here: pure functions on NumPy arrays (SSIM's terms, `ssim_terms`, on TF tensors, so that
+projection.py's MS-SSIM distance can take their gradient). Images are float [N, H, W, C] in [-1, 1]
+(C = 1 for MRI; 3 works too); features are float [N, D]. Every random choice takes a `seed`, so a metric
 of the same inputs always gives the same number. Not here: loading checkpoints or data,
 generating images, writing reports (evaluation.py).
 
@@ -303,6 +305,49 @@ def precision_recall(real_features, fake_features, k=3):
     precision = manifold_coverage(real_features, knn_radii(real_features, k), fake_features)
     recall = manifold_coverage(fake_features, knn_radii(fake_features, k), real_features)
     return precision, recall
+
+
+# ---------------------------------------------------------------------------------------------
+# One image against another: PSNR, and SSIM (Wang et al. 2004)
+# ---------------------------------------------------------------------------------------------
+
+def gaussian_window(size, sigma=1.5):
+    """Normalised 2D Gaussian window [size, size], as tf.image.ssim uses (sigma 1.5 pixels)."""
+    x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    g = np.exp(-0.5 * (x / sigma) ** 2)
+    window = np.outer(g, g)
+    return (window / window.sum()).astype(np.float32)
+
+
+def ssim_terms(x, y, filter_size, k1=0.01, k2=0.03):
+    """SSIM's luminance * contrast-structure and contrast-structure terms (Wang et al. 2004), averaged
+    over the window positions inside the image, as tf.image.ssim. x, y [B, H, W, C] in [0, 1] ->
+    (ssim [B, C], cs [B, C])"""
+    channels = x.shape[-1]
+    window = tf.constant(np.tile(gaussian_window(filter_size)[:, :, None, None], [1, 1, channels, 1]))
+    mean = lambda v: tf.nn.depthwise_conv2d(v, window, [1, 1, 1, 1], "VALID")   # noqa: E731
+    c1, c2 = k1 ** 2, k2 ** 2
+    mu_x, mu_y = mean(x), mean(y)
+    luminance = (2.0 * mu_x * mu_y + c1) / (tf.square(mu_x) + tf.square(mu_y) + c1)
+    cs = (2.0 * (mean(x * y) - mu_x * mu_y) + c2) / (
+        mean(tf.square(x) + tf.square(y)) - tf.square(mu_x) - tf.square(mu_y) + c2)
+    return tf.reduce_mean(luminance * cs, axis=[1, 2]), tf.reduce_mean(cs, axis=[1, 2])
+
+
+def psnr(images, targets):
+    """Peak signal-to-noise ratio in dB on [0, 1] pixels: 10 log10(1 / MSE). [B, R, R, C] x2 in [-1, 1] -> [B]"""
+    a = np.clip(np.asarray(images, np.float64), -1.0, 1.0)
+    b = np.clip(np.asarray(targets, np.float64), -1.0, 1.0)
+    mse = np.mean(((a - b) / 2.0) ** 2, axis=(1, 2, 3))
+    return 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))
+
+
+def ssim(images, targets):
+    """SSIM (Wang et al. 2004) on [0, 1] pixels, Gaussian window of 11 (smaller images: their size).
+    [B, R, R, C] x2 in [-1, 1] -> [B]"""
+    filter_size = min(11, int(np.shape(images)[1]))
+    a, b = (pixels.to_zero_one(tf.constant(x, tf.float32)) for x in (images, targets))
+    return tf.image.ssim(a, b, max_val=1.0, filter_size=filter_size).numpy().astype(np.float64)
 
 
 # ---------------------------------------------------------------------------------------------

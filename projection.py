@@ -5,9 +5,9 @@ Image Quality of StyleGAN", sec. 5 and appendix D; NVlabs' `projector.py`) as pu
 (`learning_rate_at`, `latent_noise_scale_at`, `noise_regularization`, `normalize_noise`), the
 image distances (`DISTANCES`, `make_distance`), the synthesis forward with supplied per-layer noise
 maps (`synthesize`), the batch optimiser (`Projector`), loading targets, the anomaly
-map and the files `--mode project` writes. Not here: flags (driver.py), the networks
-(generator.py, discriminator.py), opening them (inference.py), the measurement study
-(tools/projection_eval.py).
+map and the files `--mode project` writes. Not here: PSNR and SSIM (metrics.py; the MS-SSIM
+distance uses its SSIM terms), flags (driver.py), the networks (generator.py, discriminator.py),
+opening them (inference.py), the measurement study (tools/projection_eval.py).
 
 The optimisation follows the reference: Adam (betas 0.9/0.999) on one w (W) or one w per layer
 (W+) starting at w_avg, plus one noise map per noise layer started at N(0, 1); the learning rate
@@ -164,29 +164,6 @@ def pixel_l1(images, targets):
     return tf.reduce_mean(tf.abs(images - targets), axis=[1, 2, 3])
 
 
-def gaussian_window(size, sigma=1.5):
-    """Normalised 2D Gaussian window [size, size], as tf.image.ssim uses (sigma 1.5 pixels)."""
-    x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
-    g = np.exp(-0.5 * (x / sigma) ** 2)
-    window = np.outer(g, g)
-    return (window / window.sum()).astype(np.float32)
-
-
-def ssim_terms(x, y, filter_size, k1=0.01, k2=0.03):
-    """SSIM's luminance * contrast-structure and contrast-structure terms (Wang et al. 2004), averaged
-    over the window positions inside the image, as tf.image.ssim. x, y [B, H, W, C] in [0, 1] ->
-    (ssim [B, C], cs [B, C])"""
-    channels = x.shape[-1]
-    window = tf.constant(np.tile(gaussian_window(filter_size)[:, :, None, None], [1, 1, channels, 1]))
-    mean = lambda v: tf.nn.depthwise_conv2d(v, window, [1, 1, 1, 1], "VALID")   # noqa: E731
-    c1, c2 = k1 ** 2, k2 ** 2
-    mu_x, mu_y = mean(x), mean(y)
-    luminance = (2.0 * mu_x * mu_y + c1) / (tf.square(mu_x) + tf.square(mu_y) + c1)
-    cs = (2.0 * (mean(x * y) - mu_x * mu_y) + c2) / (
-        mean(tf.square(x) + tf.square(y)) - tf.square(mu_x) - tf.square(mu_y) + c2)
-    return tf.reduce_mean(luminance * cs, axis=[1, 2]), tf.reduce_mean(cs, axis=[1, 2])
-
-
 def ms_ssim(x, y, power_factors, filter_size, floor=1e-4):
     """MS-SSIM (Wang et al. 2003): prod_j cs_j^p_j over the scales, with SSIM itself at the coarsest,
     halving by 2x2 average pooling between scales. Equal to tf.image.ssim_multiscale except that each
@@ -197,7 +174,7 @@ def ms_ssim(x, y, power_factors, filter_size, floor=1e-4):
     for j, power in enumerate(power_factors):
         if j > 0:
             x, y = tf.nn.avg_pool2d(x, 2, 2, "VALID"), tf.nn.avg_pool2d(y, 2, 2, "VALID")
-        value, cs = ssim_terms(x, y, filter_size)
+        value, cs = metrics.ssim_terms(x, y, filter_size)
         factors.append((cs if j < len(power_factors) - 1 else value, power))
     if len(factors) == 1:
         return tf.reduce_mean(factors[0][0], axis=-1)
@@ -461,24 +438,8 @@ class _Progress:
 
 
 # ---------------------------------------------------------------------------------------------
-# Quality of a reconstruction, and the anomaly map
+# The anomaly map
 # ---------------------------------------------------------------------------------------------
-
-def psnr(images, targets):
-    """Peak signal-to-noise ratio in dB on [0, 1] pixels: 10 log10(1 / MSE). [B, R, R, C] x2 in [-1, 1] -> [B]"""
-    a = np.clip(np.asarray(images, np.float64), -1.0, 1.0)
-    b = np.clip(np.asarray(targets, np.float64), -1.0, 1.0)
-    mse = np.mean(((a - b) / 2.0) ** 2, axis=(1, 2, 3))
-    return 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))
-
-
-def ssim(images, targets):
-    """SSIM (Wang et al. 2004) on [0, 1] pixels, Gaussian window of 11 (smaller images: their size).
-    [B, R, R, C] x2 in [-1, 1] -> [B]"""
-    filter_size = min(11, int(np.shape(images)[1]))
-    a, b = (pixels.to_zero_one(tf.constant(x, tf.float32)) for x in (images, targets))
-    return tf.image.ssim(a, b, max_val=1.0, filter_size=filter_size).numpy().astype(np.float64)
-
 
 def gaussian_taps(sigma):
     """Normalised 1D Gaussian of standard deviation `sigma` pixels, radius ceil(3 sigma): [2r + 1]."""
@@ -673,8 +634,8 @@ def write_target_outputs(folder, name, target, result, index, space, sigma):
     save_heat_map(os.path.join(folder, "anomaly.png"), heat, f"{name}: anomaly map")
     frames = [np.concatenate([target, f[index]], axis=1) for f in result.frames]       # target | reconstruction
     visualize.save_gif(os.path.join(folder, "optimisation.gif"), np.stack(frames))
-    return {"name": name, "psnr": float(psnr(image[None], target[None])[0]),
-            "ssim": float(ssim(image[None], target[None])[0]), "distance": float(result.distance[index]),
+    return {"name": name, "psnr": float(metrics.psnr(image[None], target[None])[0]),
+            "ssim": float(metrics.ssim(image[None], target[None])[0]), "distance": float(result.distance[index]),
             "anomaly_max": float(heat.max())}
 
 

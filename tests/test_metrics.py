@@ -8,6 +8,7 @@ the InceptionV3 download is simulated to fail, and feature metrics use injected 
 
 import functools
 import json
+import math
 import types
 
 import numpy as np
@@ -188,6 +189,31 @@ def test_precision_recall_on_hand_made_point_clouds():
     real, fake = np.array([[0.0], [1.0], [2.0], [3.0], [4.0]]), np.array([[0.5], [4.9], [10.0]])
     precision, recall = metrics.precision_recall(real, fake, k=1)
     assert precision == pytest.approx(2.0 / 3.0) and recall == 1.0
+
+
+# ----------------------------------------------------------------------------------------- PSNR and SSIM
+
+def test_psnr_and_ssim_hand_values():
+    a = np.zeros([1, 16, 16, 1], np.float32)
+    assert metrics.psnr(a + 0.2, a)[0] == pytest.approx(20.0)            # 0.1 in [0, 1] units: MSE 0.01
+    assert metrics.psnr(a, a)[0] == pytest.approx(120.0)                  # capped, not infinite
+    b = np.random.default_rng(0).uniform(-1, 1, a.shape).astype(np.float32)
+    assert metrics.ssim(b, b)[0] == pytest.approx(1.0, abs=1e-6) and metrics.ssim(-b, b)[0] < 0
+
+
+def test_ssim_terms_average_to_tensorflows_ssim_and_are_one_for_identical_images():
+    rng = np.random.default_rng(3)
+    a = rng.uniform(0, 1, [2, 16, 16, 2]).astype(np.float32)
+    b = np.clip(a + rng.normal(0, 0.2, a.shape), 0, 1).astype(np.float32)
+    value, cs = metrics.ssim_terms(tf.constant(a), tf.constant(b), 11)               # [B, C] each
+    expected = tf.image.ssim(a, b, 1.0, filter_size=11).numpy()                     # [B], the channels' mean
+    np.testing.assert_allclose(tf.reduce_mean(value, axis=-1).numpy(), expected, rtol=1e-5)
+    same, same_cs = metrics.ssim_terms(tf.constant(a), tf.constant(a), 11)
+    np.testing.assert_allclose(same.numpy(), 1.0, atol=1e-5)
+    np.testing.assert_allclose(same_cs.numpy(), 1.0, atol=1e-5)
+    window = metrics.gaussian_window(3)                   # e^(-x^2 / (2 * 1.5^2)) at x = -1, 0, 1, normalised
+    assert window[1, 1] == pytest.approx(1.0 / (1.0 + 2.0 * math.exp(-2.0 / 9.0)) ** 2, rel=1e-6)
+    assert window.sum() == pytest.approx(1.0, rel=1e-6)
 
 
 # --------------------------------------------------------------------------------------------- diversity

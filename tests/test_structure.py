@@ -145,6 +145,7 @@ def test_the_tool_rules_catch_a_redefined_measure_and_a_path_change():
     assert touches_sys_path(source) and touches_sys_path("from sys import path\npath.append('.')\n")
     assert not touches_sys_path("import os\nimport sys\nsys.exit(os.path.join('a', 'b'))\n")
     assert library_functions()["fit_ridge"] == "levels" and library_functions()["slice_number"] == "labels"
+    assert library_functions()["psnr"] == "metrics" and library_functions()["ssim_terms"] == "metrics"
 
 
 @pytest.mark.parametrize("tool", TOOLS)

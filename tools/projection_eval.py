@@ -229,7 +229,7 @@ def project_all(projector, images, batch, label):
 
 
 def quality(recons, targets):
-    psnr, ssim = P.psnr(recons, targets), P.ssim(recons, targets)
+    psnr, ssim = metrics.psnr(recons, targets), metrics.ssim(recons, targets)
     return {"psnr": float(psnr.mean()), "psnr_std": float(psnr.std()), "ssim": float(ssim.mean()),
             "ssim_std": float(ssim.std()), "n": int(len(targets))}
 
@@ -312,7 +312,7 @@ def generated_recovery(g, projector, n, batch):
         result = projector.project(targets[start:start + batch])
         recons.append(result.images)
         errors.append(np.linalg.norm(result.ws.mean(axis=1) - w_true[start:start + batch], axis=1) / projector.w_std)
-    return {"psnr": float(P.psnr(np.concatenate(recons), targets).mean()),
+    return {"psnr": float(metrics.psnr(np.concatenate(recons), targets).mean()),
             "w_error_in_w_std": float(np.concatenate(errors).mean()), "n": n}
 
 
