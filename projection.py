@@ -42,6 +42,7 @@ import data
 import metrics
 import pixels
 import visualize
+from progress import Progress
 
 SPACES = ("w", "wplus")
 W_STATS_SEED = 123               # z draws for w_avg and w_std, as the reference
@@ -417,26 +418,6 @@ class Projector:
                           first_step_seconds=first_step_seconds)
 
 
-class _Progress:
-    """Steps of the whole job: a Keras progress bar on a terminal, else a log line every few seconds."""
-
-    def __init__(self, total, show_bar):
-        self.total, self.done, self.start, self.last_log = total, 0, time.time(), time.time()
-        self.bar = keras.utils.Progbar(total, unit_name="step", stateful_metrics=["distance"]) if show_bar else None
-
-    def __call__(self, steps, distances):
-        current = self.done + steps
-        if self.bar is not None:
-            self.bar.update(current, values=[("distance", float(np.mean(distances)))])
-        elif time.time() - self.last_log >= PROGRESS_SECONDS or current == self.total:
-            self.last_log = time.time()
-            logging.info("projection: step %d/%d, mean distance %.4g, %.0f s", current, self.total,
-                         float(np.mean(distances)), self.last_log - self.start)
-
-    def finish_batch(self, steps):
-        self.done += steps
-
-
 # ---------------------------------------------------------------------------------------------
 # The anomaly map
 # ---------------------------------------------------------------------------------------------
@@ -639,6 +620,11 @@ def write_target_outputs(folder, name, target, result, index, space, sigma):
             "anomaly_max": float(heat.max())}
 
 
+def _projection_line(done, total, seconds, values):
+    """The log line while projecting without a bar: steps of the whole job so far, the mean distance."""
+    return f"projection: step {done}/{total}, mean distance {dict(values)['distance']:.4g}, {seconds:.0f} s"
+
+
 def project_files(g, names, targets, settings, out_dir, distance, batch_size=8, progress=None):
     """Project uint8 `targets` [N, R, R, C] named `names` in batches; write `out_dir/<name>/` and
     `out_dir/summary.json`. `progress`: True for a progress bar, False for log lines every few
@@ -649,14 +635,16 @@ def project_files(g, names, targets, settings, out_dir, distance, batch_size=8, 
     batch_size = max(1, int(batch_size))
     projector = Projector(g, settings, distance)
     show_bar = sys.stderr.isatty() if progress is None else progress
-    bar = _Progress(settings.num_steps * math.ceil(len(targets) / batch_size), show_bar)
+    bar = Progress(settings.num_steps * math.ceil(len(targets) / batch_size), show_bar, _projection_line,
+                   PROGRESS_SECONDS, unit_name="step", stateful_metrics=["distance"], log_end=True)
     images = pixels.to_unit_range(targets)
     entries, seconds, sigma = [], 0.0, default_sigma(g.resolution)
     all_ws, all_noises = [], []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size]
-        result = projector.project(batch, progress=bar)
-        bar.finish_batch(settings.num_steps)
+        done = start // batch_size * settings.num_steps                      # the earlier batches' steps
+        result = projector.project(batch, progress=lambda step, distances, done=done: bar.update(
+            done + step, [("distance", float(np.mean(distances)))]))
         seconds += result.seconds
         for i in range(len(batch)):
             name = names[start + i]
