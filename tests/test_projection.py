@@ -6,7 +6,6 @@ output files, and the command line (`--mode project`, `--mode generate --project
 import json
 import math
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -22,7 +21,6 @@ import runs
 from discriminator import Discriminator
 from generator import Generator
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(channel_base=256, channel_max=16, z_dim=16, w_dim=16, mapping_layers=2)
 
 
@@ -343,8 +341,7 @@ def test_repeated_names_are_made_unique():
 
 @pytest.fixture(scope="module")
 def study():
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    import projection_eval
+    from tools import projection_eval
     return projection_eval
 
 
