@@ -20,8 +20,8 @@ the flags (an unknown flag, a value of the wrong type or outside its range).
 
 Lives here: every flag (the Config ones made from config.TUNABLES), the grouped --help, and one
 small function per mode that turns flags into plain arguments. Not here: anything the modes do
-(training.py, sampling.py, evaluation.py, projection.py, inference.py, resume.py); below this file nothing reads
-flags, so everything is testable without a command line.
+(training.py, sampling.py, evaluation.py, projection.py, inference.py, resume.py); below this file
+nothing reads flags, so everything is testable without a command line.
 """
 
 import dataclasses
@@ -195,7 +195,8 @@ flags.DEFINE_enum("best_by", "swd_each", list(evaluation.BEST_BY), "train: the p
                   "checkpoint (lowest wins): swd_each = SWD with ProGAN's per-set normalisation (what papers report; "
                   "the default), swd = this project's (also counts a brightness shift), fid, kid or c2st (add them to "
                   "--eval_metrics), c2st_swd = swd_each x 2 (c2st - 0.5), SWD scaled by how far the classifier is "
-                  "above chance (add c2st).")
+                  "above chance (add c2st), level_swd = swd_each x level_mae / 0.1, SWD scaled by how far a "
+                  "slice-conditional model's level read-back is from a tenth of the range (add level).")
 flags.DEFINE_string("inception_weights", None, "evaluate: local InceptionV3 'notop' .h5 weights for FID/KID/precision/"
                     "recall when Keras cannot download them (without either, those metrics are skipped).")
 
@@ -317,8 +318,8 @@ def train():
         return dry_run(config, typed, options)
     gan = training.train(config, options, typed)
     paths = runs.Paths(FLAGS.output_dir)
-    logging.info("done at %g kimg: samples in %s, checkpoints in %s (weights %s)",
-                 int(gan.images_seen.numpy()) / 1000, paths.samples, paths.checkpoints, checkpointing.weights_digest(gan))
+    logging.info("done at %g kimg: samples in %s, checkpoints in %s (weights %s)", int(gan.images_seen.numpy()) / 1000,
+                 paths.samples, paths.checkpoints, checkpointing.weights_digest(gan))
 
 
 def dry_run(config, typed, options):

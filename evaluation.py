@@ -20,6 +20,7 @@ from absl import logging
 import atomic
 import data
 import labels
+import levels
 import metrics
 import pixels
 import sampling
@@ -50,13 +51,17 @@ METRICS = {
             "(0.5 is best, 1.0 always told apart; about 25 s for 500 64x64 slices on two cores)",
     "noise": "noise reliance: the share of a slice's pixel variance made by the per-layer noise, and the C2ST of "
              "noise-off slices (lower is better: the anatomy should come from the latent)",
+    "level": "a slice-conditional model's level read-back: slices asked for at levels evenly over [0, 1], their level "
+             "read by a ridge regressor fitted on the training slices (mean absolute error, lower is better)",
 }
 INCEPTION_METRICS = ("fid", "kid", "pr")
 # --best_by: the periodic score (a logs/history.json key, lower is better) that picks the best checkpoint
 BEST_BY = {"swd_each": "swd_each_avg", "swd": "swd_avg", "fid": "fid", "kid": "kid", "c2st": "c2st",
-           "c2st_swd": "c2st_swd"}
-BEST_BY_NEEDS = {"fid": "fid", "kid": "kid", "c2st": "c2st", "c2st_swd": "c2st"}   # -> the --eval_metrics it needs
-TRAINED_METRICS = ("c2st", "noise")   # train a classifier (tens of seconds each): asked for by name
+           "c2st_swd": "c2st_swd", "level_swd": "level_swd"}
+BEST_BY_NEEDS = {"fid": "fid", "kid": "kid", "c2st": "c2st", "c2st_swd": "c2st", "level_swd": "level"}  # -> --eval_metrics
+TRAINED_METRICS = ("c2st", "noise", "level")   # fit a model to the training slices: asked for by name
+LEVEL_MAE_TARGET = 0.1   # the level read-back a slice-conditional model should reach (a tenth of the range)
+LEVEL_THIRDS = tuple(f"level_mae_{name}" for name in levels.THIRDS)
 NOISE_LATENTS, NOISE_DRAWS = 64, 4   # the noise share: this many latents, each under this many noise draws
 
 
@@ -81,11 +86,13 @@ def offline_metrics(inception_weights=None):
     return tuple(n for n in METRICS if n not in INCEPTION_METRICS)
 
 
-def generate(g, count, c=None, names=("swd",), log_progress=False):
+def generate(g, count, c=None, names=("swd",), log_progress=False, spec=None):
     """What the metrics `names` need from generator `g`: `count` slices with random noise as in
-    training (seeds 0..count-1, labels `c` [count, c_dim] for a conditional one), and for "noise"
+    training (seeds 0..count-1, labels `c` [count, c_dim] for a conditional one), for "noise"
     the same seeds with the noise off and the first NOISE_LATENTS under NOISE_DRAWS noise draws
-    each (sampling.noise_draws). -> keyword arguments of `evaluate_images`"""
+    each (sampling.noise_draws), and for "level" the same seeds asked for levels evenly over [0, 1]
+    (levels.requests; `spec`: the label definition, which has the slice). -> keyword arguments of
+    `evaluate_images`"""
     sets = {"generated": []}
     for start in range(0, count, 256):
         stop = min(start + 256, count)
@@ -99,7 +106,24 @@ def generate(g, count, c=None, names=("swd",), log_progress=False):
         latents = min(count, NOISE_LATENTS)
         sets["draws"] = sampling.noise_draws(g, list(range(latents)), NOISE_DRAWS,
                                              None if c is None else c[:latents])
+    if "level" in names:
+        sets["level_requested"], asked = levels.requests(c, count, slice_index(spec))
+        sets["level_generated"] = sampling.synthesize(g, range(count), noise_mode="random", c=asked)
     return sets
+
+
+def slice_index(spec):
+    """Where the slice level sits in `spec`'s labels; ValueError when the model has none to ask for."""
+    index = labels.slice_index(spec)
+    if index is None:
+        raise ValueError("the level metric needs a model conditioned on the slice level (--condition slice)")
+    return index
+
+
+def level_reader(images, c, spec):
+    """The ridge weights (levels.fit_ridge, penalty levels.TRAINING_PENALTY) that read a slice's level,
+    fitted on the training slices `images` (uint8 [N, R, R, 1]) and their labels `c` [N, c_dim]."""
+    return levels.fit_ridge(pixels.to_unit_range(images), c[:, slice_index(spec)], levels.TRAINING_PENALTY)
 
 
 def c2st_floor(train_reals, seed=0):
@@ -118,11 +142,13 @@ def training_sample(images, count, seed=0):
 
 
 def evaluate_images(generated, reals, feature_fn=None, seed=0, names=tuple(n for n in METRICS if n not in TRAINED_METRICS),
-                    noise_off=None, draws=None, train_reals=None):
+                    noise_off=None, draws=None, train_reals=None, level_requested=None, level_generated=None,
+                    level_weights=None):
     """The metrics `names` (see METRICS) of `generated` against `reals` (both [N, R, R, C] in
     [-1, 1]) as one flat dict. "c2st" and "noise" compare with `train_reals` instead (training
     slices, `training_sample`); "noise" also needs the same generator's `noise_off` slices and its
-    noise `draws` [N, K, R, R, C] (`generate` makes all three).
+    noise `draws` [N, K, R, R, C] (`generate` makes all three). "level" reads the levels of
+    `level_generated`, asked for at `level_requested`, with `level_weights` (`level_reader`).
 
     feature_fn: images -> features [N, D] for FID, KID, precision and recall (e.g. a partial of
     `metrics.inception_features`); None, or one that raises `metrics.FeaturesUnavailable`, leaves
@@ -152,7 +178,7 @@ def evaluate_images(generated, reals, feature_fn=None, seed=0, names=tuple(n for
                 report["kid"] = metrics.kid(real_features, fake_features, seed=seed)
             if "pr" in names:
                 report["precision"], report["recall"] = metrics.precision_recall(real_features, fake_features)
-    if train_reals is None and any(n in names for n in TRAINED_METRICS):
+    if train_reals is None and any(n in names for n in ("c2st", "noise")):
         raise ValueError("C2ST compares generated with training slices: give train_reals (evaluation.training_sample)")
     if "c2st" in names:
         report["c2st"] = metrics.c2st(train_reals, generated, seed=seed)
@@ -165,6 +191,16 @@ def evaluate_images(generated, reals, feature_fn=None, seed=0, names=tuple(n for
         for level, share in metrics.noise_variance_shares(draws).items():
             report["noise_share" if level == "all" else f"noise_share_{level}"] = share
         report["c2st_noise_off"] = metrics.c2st(train_reals, noise_off, seed=seed)
+    if "level" in names:
+        if level_weights is None or level_generated is None:
+            raise ValueError("the level metric needs slices asked for at known levels and a level reader "
+                             "(evaluation.generate and evaluation.level_reader make them)")
+        predicted = levels.predict_levels(level_weights, level_generated)
+        agreement = levels.agreement(level_requested, predicted)
+        report.update(level_mae=agreement["mae"], level_corr=agreement["corr"],
+                      **{f"level_mae_{k}": v for k, v in levels.third_errors(level_requested, predicted).items()})
+        if "swd" in names:   # --best_by level_swd: ProGAN's SWD, scaled by the read-back error against its target
+            report["level_swd"] = report["swd_each_avg"] * max(report["level_mae"], 0.01) / LEVEL_MAE_TARGET
     if "msssim" in names:
         report["diversity_generated"] = metrics.mean_pairwise_ms_ssim(generated, seed=seed)
         report["diversity_real"] = metrics.mean_pairwise_ms_ssim(reals, seed=seed)
@@ -197,6 +233,10 @@ def summary_lines(report):
         floor = f", two halves of them {report['c2st_floor']:.3f}" if "c2st_floor" in report else ""
         lines.append(f"C2ST against training slices, ROC AUC of a classifier (0.5 is best, 1.0 always told apart): "
                      f"{report['c2st']:.3f}{floor}")
+    if "level_mae" in report:
+        lines.append(f"level read-back (lower is better): asked against read, mean error {report['level_mae']:.3f} "
+                     f"(thirds {', '.join('-' if report[k] is None else f'{report[k]:.3f}' for k in LEVEL_THIRDS)}), "
+                     f"correlation {report['level_corr']:.3f}")
     if "noise_share" in report:
         lines.append(f"noise reliance (lower is better): the noise makes {100 * report['noise_share']:.1f}% of a slice's "
                      f"pixel variance ({levels('noise_share_', '%')}); C2ST with the noise off "
@@ -256,8 +296,9 @@ def evaluate_run(paths, trained, reference, num_images=None, seed=0, inception_w
     `paths.evaluation`, and for a checkpoint of a run trained with periodic SWD `swd_curve.png`;
     returns the dict.
     """
-    names = check_metrics(names) if names else offline_metrics(inception_weights)
     g, spec, images_seen = trained.generator, trained.spec, trained.images_seen
+    names = check_metrics(names) if names else tuple(     # by default, the level only of a model that has one
+        n for n in offline_metrics(inception_weights) if n != "level" or labels.slice_index(spec) is not None)
     exported = trained.source if images_seen is None else None
     reals, real_c = load_reference(reference, g.resolution, paths.cache, g.channels, spec)
     reals = pixels.to_unit_range(reals)
@@ -266,12 +307,18 @@ def evaluate_run(paths, trained, reference, num_images=None, seed=0, inception_w
     logging.info("evaluating %s: %d generated against %d real %dx%d slices (%s)",
                  exported or f"the checkpoint at {images_seen / 1000:g} kimg", count, len(reals), g.resolution,
                  g.resolution, ", ".join(names))
-    sets = generate(g, count, fake_c, names, log_progress=True)
+    sets = generate(g, count, fake_c, names, log_progress=True, spec=spec)
     if any(n in names for n in TRAINED_METRICS):
         folder, splits, excluded = training
-        sets["train_reals"] = training_sample(data.load_slices(folder, g.resolution, paths.cache, splits=splits,
-                                                               channels=g.channels, exclude_subjects=excluded),
-                                              count, seed)
+        load = functools.partial(data.load_slices, folder, g.resolution, paths.cache, splits=splits,
+                                 channels=g.channels, exclude_subjects=excluded)
+        if "level" in names:
+            train, sources = load(with_sources=True)
+            train_c, keep = labels.encode_sources(spec, sources)
+            sets["level_weights"] = level_reader(train[keep], train_c[keep], spec)
+        else:
+            train = load()
+        sets["train_reals"] = training_sample(train, count, seed)
     feature_fn = functools.partial(metrics.inception_features, weights=inception_weights or "imagenet")
     report = {"kimg": None if images_seen is None else images_seen / 1000, "resolution": g.resolution,
               "seed": seed, "exported": exported,

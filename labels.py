@@ -349,6 +349,16 @@ def sweep_values(column, steps):
     return [float(v) for v in np.linspace(column.low, column.high, steps)]
 
 
+def slice_index(spec):
+    """Where the slice level sits in a label vector of `spec`, or None when `spec` has no slice label."""
+    start = 0
+    for column in spec.columns if spec is not None else ():
+        if column.kind == SLICE:
+            return start
+        start += column.width
+    return None
+
+
 def find_column(spec, name):
     for column in spec.columns:
         if column.name == name.lower():

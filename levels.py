@@ -22,6 +22,9 @@ import pixels
 
 THIRDS = ("low", "middle", "high")
 PENALTIES = (1.0, 10.0, 100.0, 1000.0)       # the ridge penalties the studies choose among
+# The penalty leave-one-subject-out chose on the OASIS training subjects (docs/conditional.md): the
+# reader of a training's periodic level metric, which has no time to choose.
+TRAINING_PENALTY = 1000.0
 FEATURE_SIZE = 32                           # the regressor reads 32x32 block means
 
 
@@ -68,6 +71,23 @@ def thirds(levels):
     level of exactly 1/3 or 2/3 counts in the third above it): {"low": %, "middle": %, "high": %}."""
     counts = np.histogram(np.clip(levels, 0, 1), bins=[0, 1 / 3, 2 / 3, 1.0 + 1e-9])[0]
     return dict(zip(THIRDS, (100.0 * counts / max(len(levels), 1)).round(1).tolist()))
+
+
+def requests(c, count, index):
+    """Labels that ask for `count` slice levels evenly over [0, 1]: the rows of `c` [count, c_dim]
+    (drawn like the real slices' labels) with the level at `index` replaced. -> (levels [count], labels)"""
+    requested = np.linspace(0.0, 1.0, count, dtype=np.float32)
+    asked = np.array(c, np.float32, copy=True)
+    asked[:, index] = requested
+    return requested, asked
+
+
+def third_errors(requested, predicted):
+    """Mean |requested - predicted| of the requests in each third of the level range
+    ({"low", "middle", "high"}, as `thirds` bins them)."""
+    bins = np.digitize(np.clip(requested, 0, 1), [1 / 3, 2 / 3])
+    return {name: float(np.mean(np.abs(requested - predicted)[bins == i])) if np.any(bins == i) else None
+            for i, name in enumerate(THIRDS)}
 
 
 def agreement(requested, predicted):

@@ -168,12 +168,13 @@ class TickOutputs(keras.callbacks.Callback):
     end by itself (`fit_plan`), so no step waits for a check of the counter."""
 
     def __init__(self, paths, checkpointer, config, options, total_steps, stop_flag, history, reference=None,
-                 reference_c=None, train_c=None, train_reals=None):
+                 reference_c=None, train_c=None, train_reals=None, spec=None, level_weights=None):
         super().__init__()
         self.paths, self.checkpointer, self.config, self.options = paths, checkpointer, config, options
         self.total_steps, self.stop_flag, self.history = total_steps, stop_flag, history
         self.reference = None if reference is None else pixels.to_unit_range(reference)
         self.train_reals = train_reals          # what C2ST compares with (evaluation.training_sample)
+        self.spec, self.level_weights = spec, level_weights     # the level metric's labels and reader
         # A conditional run's evaluation draws labels from the reference slices, its grid from the training ones.
         self.reference_c = reference_c
         self.fixed_c = labels.draw(train_c, options.grid_size, config.seed)
@@ -235,10 +236,11 @@ class TickOutputs(keras.callbacks.Callback):
         self.checkpointer.check_finite(self.steps_done())   # a diverged state writes nothing at all
         if self.evaluation_due(kimg):
             count = self.options.eval_images
-            sets = evaluation.generate(self.model.generator_ema, count,
-                                       labels.draw(self.reference_c, count, self.config.seed), self.options.eval_metrics)
+            sets = evaluation.generate(self.model.generator_ema, count, labels.draw(self.reference_c, count, self.config.seed),
+                                       self.options.eval_metrics, spec=self.spec)
             report = evaluation.evaluate_images(reals=self.reference, feature_fn=self.feature_fn, seed=self.config.seed,
-                                                names=self.options.eval_metrics, train_reals=self.train_reals, **sets)
+                                                names=self.options.eval_metrics, train_reals=self.train_reals,
+                                                level_weights=self.level_weights, **sets)
             entry.update({k: v for k, v in report.items() if v is not None and not k.startswith("num_")})
         self.history.append(entry)
 
@@ -247,7 +249,7 @@ class TickOutputs(keras.callbacks.Callback):
         visualize.save_grid(os.path.join(self.paths.samples, name), samples)
         visualize.save_grid(os.path.join(self.paths.samples, "latest.png"), samples)
         visualize.plot_history(os.path.join(self.paths.samples, "losses.png"), self.history,
-                               extra=(("swd_avg", "swd_each_avg"), "fid", "kid", ("c2st", "c2st_noise_off"), "diversity_generated", "r1", "gp",
+                               extra=(("swd_avg", "swd_each_avg"), "fid", "kid", ("c2st", "c2st_noise_off"), "level_mae", "diversity_generated", "r1", "gp",
                                       "pl", "augment_p", "ada_rt"))
         with self.writer.as_default(step=images):
             for k, v in entry.items():
@@ -380,6 +382,9 @@ def plan(config, options, explicit=(), replicas=1):
         spec = _saved_labels(config, options, paths)
     else:
         refuse_overwrite(paths)
+    if "level" in options.eval_metrics and labels.SLICE not in (spec.names if spec else options.condition):
+        raise RunError("--eval_metrics level reads back the slice level a model is asked for: it needs a run "
+                       "conditioned on it (--condition slice)")
     if config.batch_size % replicas:
         raise RunError(f"--batch_size={config.batch_size} must be a multiple of the {replicas} replicas")
     local_batch = config.batch_size // replicas
@@ -459,7 +464,7 @@ def _train_locked(config, options, explicit, paths, strategy):
     if len(images) < config.batch_size:
         raise RunError(f"only {len(images)} usable slices, fewer than one batch of {config.batch_size}; "
                        f"add data or lower --batch_size")
-    reference = reference_c = train_reals = None
+    reference = reference_c = train_reals = level_weights = None
     if options.eval_kimg > 0:
         reference, reference_c = evaluation.load_reference(options.reference_parts, config.resolution, paths.cache,
                                                            config.channels, spec)
@@ -469,6 +474,8 @@ def _train_locked(config, options, explicit, paths, strategy):
             train_reals = evaluation.training_sample(images, options.eval_images, config.seed)
             logging.info("C2ST against %d training slices; two halves of them give %.3f (the floor)",
                          len(train_reals), evaluation.c2st_floor(train_reals, config.seed))
+        if "level" in options.eval_metrics:
+            level_weights = evaluation.level_reader(images, train_c, spec)
 
     # fit() runs whole executions of steps_per_execution steps, so ticks and the run end on multiples of it.
     execution = options.steps_per_execution
@@ -514,7 +521,7 @@ def _train_locked(config, options, explicit, paths, strategy):
 
     with StopFlag() as stop_flag:
         ticks = TickOutputs(paths, checkpointer, config, options, total_steps, stop_flag, history, reference,
-                            reference_c, train_c, train_reals)
+                            reference_c, train_c, train_reals, spec, level_weights)
         try:
             # Each Keras epoch is one tick. steps_per_epoch on the endless stream, not take(): a fit()
             # that runs out of data stops mid-step and leaves per-step state behind that fails the next

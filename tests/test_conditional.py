@@ -2,6 +2,7 @@
 NumPy, the labelled data stream, a conditional training step, and a conditional run's labels through
 checkpoint, resume, export, generation and evaluation. Tiny shapes, CPU, data written into tmp_path."""
 
+import json
 import math
 import os
 import shutil
@@ -13,6 +14,7 @@ from PIL import Image
 from driver_cli import digest
 from driver_cli import run as cli
 
+import checkpointing
 import evaluation
 import inference
 import labels
@@ -173,7 +175,7 @@ def train(out, data_dir, table, **options):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, slices):
     out = tmp_path_factory.mktemp("conditional")
-    gan = train(out, *slices, eval_kimg=0.016, eval_images=8)
+    gan = train(out, *slices, eval_kimg=0.016, eval_images=8, eval_metrics=("swd", "level"), best_by="level_swd")
     return out, gan
 
 
@@ -184,8 +186,14 @@ def test_a_conditional_run_saves_its_label_definition_and_resumes_with_it(run, s
     assert spec.names == ["slice", "age", "sex"] and spec.dim == 4 and gan.config.c_dim == 4
     assert spec.columns[1].mean == 50.0 and spec.columns[1].std == 20.0 and spec.columns[2].categories == ("F", "M")
     assert runs.read_config(paths).c_dim == 4
-    history = runs.Paths(str(out)).history_file
-    assert os.path.exists(history) and "swd_avg" in open(history).read()     # evaluated with drawn labels
+    history = json.load(open(paths.history_file))
+    evaluated = [h for h in history if "swd_avg" in h]                       # evaluated with drawn labels
+    assert evaluated and all(0.0 <= h["level_mae"] <= 1.0 and "level_mae_low" in h for h in evaluated)
+    best = checkpointing.read_best(paths.checkpoints)                    # kept by SWD and the level read-back
+    assert best["metric"] == "level_swd" and best["score"] == min(h["level_swd"] for h in evaluated)
+    with pytest.raises(runs.RunError, match=r"--eval_metrics level .*\(--condition slice\)"):
+        train(tmp_path / "age_only", *slices, condition=("age",), eval_kimg=0.016, eval_metrics=("swd", "level"))
+    assert not os.path.exists(tmp_path / "age_only" / "checkpoints" / "config.json")
 
     resumed = tmp_path / "resumed"
     shutil.copytree(out, resumed)

@@ -47,6 +47,14 @@ def test_the_slice_number_is_read_from_either_kind_of_name_or_is_none():
     assert labels.slice_number("/d/case_1_slice_7/brain.png") is None               # only the file's own name counts
 
 
+def test_the_slice_level_sits_after_the_labels_before_it(table):
+    spec = labels.build(["sex", "slice", "age"], sources(("0001", 1), ("0002", 2)), table)
+    assert labels.slice_index(spec) == 2                                 # after sex's two one-hot entries
+    assert labels.slice_index(labels.build(["slice"], sources(("0001", 1), ("0001", 2)))) == 0
+    assert labels.slice_index(labels.build(["age"], sources(("0001", 1), ("0002", 2)), table)) is None
+    assert labels.slice_index(None) is None
+
+
 def test_a_slice_without_a_number_is_a_clear_error():
     with pytest.raises(LabelError, match="brain.png has no slice number"):
         labels.slice_levels([("/d/brain.png", 0, 1)])

@@ -97,3 +97,20 @@ def test_real_slices_get_their_subjects_levels_in_the_order_of_their_images(tmp_
     np.testing.assert_array_equal(np.sort(kept), [0.0, 1.0])
     _, left = levels.slices_with_levels(str(tmp_path), 16, ("train",), exclude=("0002",))
     np.testing.assert_array_equal(np.sort(left), [0.0, 0.5, 1.0])
+
+
+def test_requests_ask_for_evenly_spread_levels_and_keep_the_other_labels():
+    c = np.array([[0.9, 1.0, 0.0], [0.1, 0.0, 1.0], [0.5, 1.0, 0.0]], np.float32)      # slice, then sex one-hot
+    requested, asked = levels.requests(c, 3, index=0)
+    np.testing.assert_allclose(requested, [0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(asked, [[0.0, 1.0, 0.0], [0.5, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    assert c[0, 0] == np.float32(0.9)                                                  # the drawn labels untouched
+
+
+def test_third_errors_hand_values():
+    requested = np.array([0.0, 0.2, 1 / 3, 0.5, 2 / 3, 1.0])
+    predicted = np.array([0.1, 0.2, 0.5, 0.5, 0.6, 0.7])
+    errors = levels.third_errors(requested, predicted)
+    # low: 0.0 and 0.2 (errors 0.1, 0); middle: 1/3 and 0.5 (1/6, 0); high: 2/3 and 1.0 (1/15, 0.3)
+    assert errors == pytest.approx({"low": 0.05, "middle": 1 / 12, "high": (1 / 15 + 0.3) / 2})
+    assert levels.third_errors(np.array([0.0, 1.0]), np.array([0.0, 1.0]))["middle"] is None

@@ -18,6 +18,8 @@ from keras.src.utils import file_utils
 
 import evaluation
 import inference
+import labels
+import levels
 import metrics
 from generator import Generator
 
@@ -367,6 +369,38 @@ def test_evaluate_images_without_features_still_reports_swd_and_diversity(sets):
     assert set(report) == EXPECTED_KEYS
     assert report["fid"] is report["kid"] is report["precision"] is report["recall"] is None
     assert report["swd_avg"] > 0.0 and 0.0 < report["diversity_generated"] < 1.0
+
+
+def level_slices(levels_, seed):
+    """16x16 slices, a square "head" on a black background whose brightness tells the level (0 black,
+    1 white), under a little noise: [-1, 1]. (The background lets the penalised ridge find its offset.)"""
+    x = np.full([len(levels_), 16, 16, 1], -1.0)
+    x[:, 4:12, 4:12] = 2.0 * np.asarray(levels_)[:, None, None, None] - 1.0
+    return np.clip(x + np.random.default_rng(seed).normal(0.0, 0.05, x.shape), -1.0, 1.0).astype(np.float32)
+
+
+def test_the_level_metric_reads_back_what_was_asked_for_and_scales_swd_by_its_error(sets):
+    spec = labels.build(["slice"], [(f"/d/case_1_slice_{n}.png", 0, 1) for n in range(101)])
+    train_levels = np.random.default_rng(0).random(400)
+    train = ((level_slices(train_levels, 0) + 1.0) * 127.5).round().astype(np.uint8)
+    weights = evaluation.level_reader(train, train_levels[:, None].astype(np.float32), spec)
+    real, other = sets
+    requested, asked = levels.requests(np.zeros([64, 1], np.float32), 64, labels.slice_index(spec))
+    np.testing.assert_array_equal(asked[:, 0], requested)
+    errors = {}
+    for shift in (0.0, 0.2):           # a model that gives each level, and one that gives it 0.2 too high
+        got = level_slices(np.clip(requested + shift, 0, 1), seed=1)
+        report = evaluation.evaluate_images(other, real, names=("swd", "level"), level_requested=requested,
+                                            level_generated=got, level_weights=weights)
+        errors[shift] = report["level_mae"]
+        assert report["level_swd"] == pytest.approx(report["swd_each_avg"] * max(report["level_mae"], 0.01) / 0.1)
+    assert errors[0.0] < 0.04 and errors[0.2] > errors[0.0] + 0.1         # the reader shrinks a little (ridge)
+    assert report["level_mae_low"] > 0.15 > report["level_mae_high"]      # too high is clipped at the top
+    assert report["level_corr"] > 0.95
+    with pytest.raises(ValueError, match="--condition slice"):
+        evaluation.slice_index(None)                                # an unconditional model has no level to ask for
+    with pytest.raises(ValueError, match="level reader"):
+        evaluation.evaluate_images(other, real, names=("level",), level_requested=requested)
 
 
 def test_swd_report_is_flat_and_named_by_level(sets):

@@ -72,18 +72,13 @@ def main():
     results["real_validate"] = levels.agreement(validate_levels, levels.predict_levels(weights, validate))
 
     # Requested levels evenly over [0, 1]; the other labels as the held-out slices have them.
-    requested = np.linspace(0.0, 1.0, args.images).astype(np.float32)
     parts = [(args.data_dir, ("train",), held_out)] if held_out else [(args.data_dir, ("validate",), None)]
     _, reference_c = evaluation.load_reference(parts, r, None, 1, spec)
-    c = labels.draw(reference_c, args.images, seed=1).copy()
-    position = sum(col.width for col in spec.columns[:spec.names.index(labels.SLICE)])
-    c[:, position] = requested                                 # the slice level is one value of c
+    requested, c = levels.requests(labels.draw(reference_c, args.images, seed=1), args.images, labels.slice_index(spec))
     fakes = sampling.synthesize(g, range(args.images), noise_mode="random", c=c)
     predicted = levels.predict_levels(weights, fakes)
     results["generated"] = levels.agreement(requested, predicted)
-    for name, low, high in (("low", 0, 1 / 3), ("middle", 1 / 3, 2 / 3), ("high", 2 / 3, 1.01)):
-        rows = (requested >= low) & (requested < high)
-        results["generated"][f"mae_{name}"] = round(float(np.mean(np.abs(requested[rows] - predicted[rows]))), 3)
+    results["generated"].update({f"mae_{k}": round(v, 3) for k, v in levels.third_errors(requested, predicted).items()})
     print(json.dumps(results), flush=True)
 
     if args.sweep:
@@ -91,7 +86,7 @@ def main():
         for column in spec.columns:        # the other labels: the middle of their range, or the first category
             if column.name != labels.SLICE:
                 base[column.name] = labels.sweep_values(column, 3)[1 if column.kind != "categorical" else 0]
-        grid, values = sampling.sweep_grid(g, spec, range(6), base, labels.SLICE, steps=8)
+        grid, values = sampling.sweep_grid(g, spec, range(8), base, labels.SLICE, steps=8)
         real_row = [real[np.argmin(np.abs(real_levels - v))] for v in values]       # a real held-out slice per level
         visualize.save_grid(args.sweep, np.concatenate([np.stack(real_row), grid]), columns=len(values))
         print(f"wrote {args.sweep}: first row real held-out slices at levels {[round(v, 2) for v in values]}, "
