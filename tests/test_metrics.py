@@ -492,7 +492,7 @@ def test_chosen_metrics_only_are_computed_and_unknown_names_are_refused(sets):
 
 def test_offline_default_leaves_out_inception_metrics_without_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))                              # no ~/.keras/models copy
-    assert evaluation.offline_metrics() == ("swd", "msssim", "c2st", "noise")
+    assert evaluation.offline_metrics() == ("swd", "msssim", "c2st", "noise", "level")
     assert evaluation.offline_metrics(str(tmp_path / "w.h5")) == tuple(evaluation.METRICS)
     (tmp_path / ".keras" / "models").mkdir(parents=True)
     (tmp_path / ".keras" / "models" / metrics.INCEPTION_WEIGHTS_FILE).write_bytes(b"")
