@@ -13,12 +13,13 @@ import os
 import zipfile
 
 import keras
+import tensorflow as tf
 from absl import logging
 
 import atomic
 import labels
 import runs
-from checkpointing import candidates, checkpoint_images, choose_checkpoint, read_variables
+from checkpointing import candidates, choose_checkpoint, read_variables
 from gan import make_discriminator, make_generator, set_precision   # gan's imports register the layers
 
 EXPORT_NAME = "generator.keras"
@@ -48,11 +49,12 @@ def open_generator(run=None, checkpoint="auto", exported=None, discriminator=Fal
     set_precision(config.precision)
     g = make_generator(config)
     g.trainable = False
-    owners = {"generator_ema": g}
-    d = owners["discriminator"] = make_discriminator(config) if discriminator else None
+    owners = {"generator_ema": g, "discriminator": make_discriminator(config) if discriminator else None}
+    images_seen = tf.Variable(0, dtype=tf.int64)                  # the training counter, read in the same pass
     variables = {f"{owner}/{v.path}": v for owner, layer in owners.items() if layer is not None for v in layer.weights}
-    prefix = _restore(paths, checkpoint, variables)
-    return Trained(g, label_spec(g, paths.labels_file), checkpoint_images(prefix), prefix, d, config)
+    prefix = _restore(paths, checkpoint, {**variables, "gan/images_seen": images_seen})
+    return Trained(g, label_spec(g, paths.labels_file), int(images_seen.numpy()), prefix, owners["discriminator"],
+                   config)
 
 
 def _restore(paths, checkpoint, variables):
