@@ -174,15 +174,6 @@ def test_non_finite_loss_stops_with_the_step():
         gan.fit(data, epochs=1, verbose=0, callbacks=[StopOnNonFinite()])
 
 
-def test_fit_runs_the_compiled_step_and_reports_metrics():
-    gan = make_gan()
-    data = tf.data.Dataset.from_tensor_slices(real_batch(16).numpy()).batch(4, drop_remainder=True)
-    history = gan.fit(data, epochs=1, verbose=0)
-    assert not gan.run_eagerly
-    assert {"d_loss", "g_loss", "r1", "pl", "real_logits", "fake_logits"} <= set(history.history)
-    assert int(gan.images_seen.numpy()) == 16 and int(gan.d_steps.numpy()) == 4
-
-
 def test_mirrored_strategy_matches_one_device(mirrored):
     """Two logical CPUs with the global batch split in two give the single-device losses and weights."""
     batches = [real_batch(8, seed=i) for i in range(3)]
@@ -210,27 +201,17 @@ def test_mirrored_strategy_matches_one_device(mirrored):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-4)
 
 
-@pytest.mark.parametrize("loss", ["logistic", "bce", "hinge", "wgan-gp"])
-def test_a_short_run_on_the_phantom_stays_finite_and_varied(loss):
-    """The CPU-scale version of the README's loss comparison: 24 compiled steps on phantom slices."""
-    import data
-    images = phantom.synthetic_slices(96, 8, seed=0)[..., None]
-    gan = make_gan(loss=loss, ema_kimg=0.05)
-    history = gan.fit(data.make_dataset(images, 4, seed=0), steps_per_epoch=24, epochs=1, verbose=0,
-                      shuffle=False).history
-    assert all(np.isfinite(history[k][-1]) for k in ("d_loss", "g_loss", "real_logits", "fake_logits"))
-    samples = gan(tf.random.stateless_normal([16, TINY.z_dim], seed=[5, 5])).numpy()
-    assert samples.std(axis=0).mean() > 0.02          # not one constant image
-
-
-@pytest.mark.parametrize("precision", ["float32", "bfloat16", "float16"])
-def test_each_precision_learns_the_phantom_mean(precision):
-    """48 steps move the samples' mean image from far off to near the data's, in every precision."""
+@pytest.mark.parametrize("loss, precision", [("logistic", "float32"), ("bce", "float32"), ("hinge", "float32"),
+                                             ("wgan-gp", "float32"), ("logistic", "bfloat16"), ("logistic", "float16")])
+def test_a_short_run_on_the_phantom_learns_its_mean_with_every_loss_and_precision(loss, precision):
+    """The CPU-scale version of the loss comparison: 48 compiled steps (fit, not eager) on phantom
+    slices stay finite, report every metric and move the samples' mean image from far off to near the
+    data's, with varied samples."""
     import data
     set_precision(precision)
     images = phantom.synthetic_slices(96, 8, seed=0)[..., None]
     real_mean = pixels.to_unit_range(images).mean(axis=0)
-    gan = make_gan(precision=precision, ema_kimg=0.05)
+    gan = make_gan(loss=loss, precision=precision, ema_kimg=0.05)
     z = tf.random.stateless_normal([64, TINY.z_dim], seed=[5, 5])
 
     def error_and_spread():
@@ -238,9 +219,16 @@ def test_each_precision_learns_the_phantom_mean(precision):
         return np.abs(samples.mean(axis=0) - real_mean).mean(), samples.std(axis=0).mean()
 
     error_before, _ = error_and_spread()
-    gan.fit(data.make_dataset(images, 4, seed=0), steps_per_epoch=48, epochs=1, verbose=0, shuffle=False)
+    history = gan.fit(data.make_dataset(images, 4, seed=0), steps_per_epoch=48, epochs=1, verbose=0,
+                      shuffle=False).history
+    assert not gan.run_eagerly
+    penalty = {"r1": {"r1"}, "gp": {"gp"}, None: set()}[gan.config.d_penalty]
+    assert {"d_loss", "g_loss", "pl", "real_logits", "fake_logits"} | penalty <= set(history)
+    assert all(np.isfinite(history[k][-1]) for k in ("d_loss", "g_loss", "real_logits", "fake_logits"))
+    assert int(gan.images_seen.numpy()) == 192 and int(gan.d_steps.numpy()) == 48
     error_after, spread = error_and_spread()
-    assert error_before > 0.5 and error_after < 0.5 * error_before
+    share = 0.9 if loss == "wgan-gp" else 0.5          # WGAN-GP moves slower: 0.72 to 0.59 in these steps
+    assert error_before > 0.5 and error_after < share * error_before
     assert spread > 0.05                                                 # varied samples, not one image
 
 
