@@ -293,11 +293,20 @@ def round_up(steps, multiple):
     return math.ceil(steps / multiple) * multiple
 
 
+def regularisation_cycle(config):
+    """Training steps (each n_critic D steps and one G step) over which the lazy regularisers in use
+    run in proportion: lazy R1 every d_reg_interval D steps, path length every g_reg_interval G steps.
+    1 when neither is lazy (WGAN-GP's penalty runs every D step; R1 with weight 0, pl_weight 0)."""
+    d_interval = config.d_reg_interval if config.d_penalty == "r1" else 1
+    g_interval = config.g_reg_interval if config.pl_weight > 0 else 1
+    return max(d_interval, g_interval)
+
+
 def time_steps(config, steps=None):
     """Build the GAN for `config` and time its training step alone (no ticks, samples or
     evaluation) on random slices: one step that traces it, then `steps` (default one lazy-
     regularisation cycle, so the regularised steps count in proportion). Returns (gan, seconds per kimg)."""
-    steps = steps or max(config.d_reg_interval, config.g_reg_interval * config.n_critic)
+    steps = steps or regularisation_cycle(config)
     images = np.random.default_rng(config.seed).integers(
         0, 256, [config.batch_size, config.resolution, config.resolution, config.channels], dtype=np.uint8)
     dataset = data.make_dataset(images, config.batch_size, seed=config.seed, channels=config.channels)

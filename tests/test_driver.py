@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from driver_cli import STEPS, TINY, checkpoint_variables, command, digest, env, latest_step, run, wait_for
+from driver_cli import QUICK_TIMING, STEPS, TINY, checkpoint_variables, command, digest, env, latest_step, run, wait_for
 
 
 def test_training_writes_checkpoints_samples_plots_logs_and_config(trained):
@@ -228,7 +228,7 @@ def test_dry_run_prints_settings_data_and_speed_and_writes_nothing(tmp_path):
             os.makedirs(root / folder, exist_ok=True)
             Image.fromarray(np.full([32, 24], 100, np.uint8)).save(root / folder / f"case_00{subject}_slice_{z}.nii.png")
     out = str(tmp_path / "run")
-    result = run(out, *TINY, "--dry_run", f"--data_dir={root}", "--exclude_subjects=2", "--kimg=5")
+    result = run(out, *TINY, *QUICK_TIMING, "--dry_run", f"--data_dir={root}", "--exclude_subjects=2", "--kimg=5")
     lines = [" ".join(line.split()) for line in result.stdout.splitlines()]
     assert "resolution 8 *" in lines and "mirror True" in lines and "kimg 5.0 *" in lines
     assert "train 3 files, 2 subjects" in lines and "validate 1 files, 1 subjects" in lines
@@ -293,7 +293,7 @@ def test_a_slice_conditional_run_generates_a_chosen_level_and_a_sweep(tmp_path):
     out = str(tmp_path / "run")
     table = tmp_path / "table.csv"
     table.write_text("ID,Age\nOAS1_0001_MR1,70\n")
-    result = run(out, *TINY, "--dry_run", f"--data_dir={data_dir}", "--condition=slice,age", f"--labels={table}",
+    result = run(out, *TINY, *QUICK_TIMING, "--dry_run", f"--data_dir={data_dir}", "--condition=slice,age", f"--labels={table}",
                  "--labels_missing=drop")
     assert "labels: slice (level in its subject, 0-1); age (Age: mean 70, sd 1, range 70-70); 2 values per slice; " \
            "4 of 8 files dropped" in result.stdout and not os.path.exists(out)

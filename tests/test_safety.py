@@ -183,7 +183,7 @@ def test_what_cannot_be_meant_is_refused_before_anything_is_written(tmp_path, ar
 
 
 def test_r1_gamma_0_turns_r1_off_for_a_loss_that_has_it(tmp_path):
-    result = run(str(tmp_path), *TINY, "--loss=logistic", "--r1_gamma=0", "--dry_run")
+    result = run(str(tmp_path), *TINY, "--loss=logistic", "--r1_gamma=0", "--pl_weight=0", "--dry_run")
     assert re.search(r"r1_gamma in use\s+0\n", result.stdout), result.stdout
 
 

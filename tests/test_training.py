@@ -53,6 +53,17 @@ def test_fit_plan_ends_every_call_on_a_tick_and_covers_each_step_once():
         assert steps == total
 
 
+def test_the_timed_steps_are_one_cycle_of_the_lazy_regularisers_in_use():
+    default = Config()
+    assert (default.d_reg_interval, default.g_reg_interval) == (16, 4)
+    assert training.regularisation_cycle(default) == 16                        # R1 every 16, path length every 4
+    assert training.regularisation_cycle(default.replace(r1_gamma=0.0)) == 4   # path length alone
+    assert training.regularisation_cycle(default.replace(pl_weight=0.0)) == 16
+    assert training.regularisation_cycle(default.replace(r1_gamma=0.0, pl_weight=0.0)) == 1
+    assert training.regularisation_cycle(default.replace(loss="wgan-gp", n_critic=5, pl_weight=0.0)) == 1  # GP each D step
+    assert training.regularisation_cycle(default.replace(loss="bce", g_reg_interval=8)) == 8   # bce has no R1
+
+
 @pytest.fixture(scope="module")
 def one_step_per_call(tmp_path_factory):
     return weights(train(tmp_path_factory.mktemp("spe1")))
