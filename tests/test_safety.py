@@ -16,7 +16,7 @@ import signal
 import numpy as np
 import pytest
 import tensorflow as tf
-from driver_cli import TINY, checkpoint_variables, digest, latest_step, run, wait_for
+from driver_cli import QUICK_TIMING, TINY, checkpoint_variables, digest, latest_step, run, wait_for
 
 import atomic
 from config import Config
@@ -310,7 +310,7 @@ def test_a_refused_or_idle_command_leaves_every_file_of_the_run_as_it_was(traine
 def test_a_resume_trains_on_the_runs_own_data_and_a_folder_that_is_gone_is_named(eval_slices, tmp_path):
     data_dir, moved, out = str(tmp_path / "slices"), str(tmp_path / "moved"), str(tmp_path / "run")
     shutil.copytree(eval_slices, data_dir)
-    run(out, *TINY, "--kimg=0.008", f"--data_dir={data_dir}", "--exclude_subjects=001")
+    run(out, *TINY, *QUICK_TIMING, "--kimg=0.008", f"--data_dir={data_dir}", "--exclude_subjects=001")  # quick dry run
     saved = json.load(open(os.path.join(out, "checkpoints", "data.json")))
     assert saved == {"data_dir": data_dir, "splits": ["train"], "exclude_subjects": ["001"]}
 
