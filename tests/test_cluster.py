@@ -41,6 +41,7 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(tmp_path):
                                 env={**env(), "TMPDIR": str(scratch),
                                      "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
                for i in range(2)]
+    run(single, *CLUSTER_TINY)                       # the same global batch in one process, while they train
     logs = []
     for worker in workers:
         _, stderr = worker.communicate(timeout=600)
@@ -53,7 +54,6 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(tmp_path):
     assert {"ckpt-2.index", "ckpt-4.index"} <= set(os.listdir(os.path.join(shared, "checkpoints")))
     assert not os.listdir(scratch)                                       # worker 1's scratch folder is gone
 
-    run(single, *CLUSTER_TINY)                                            # the same global batch, one process
     together, alone = checkpoint_variables(shared), checkpoint_variables(single)
     assert together.keys() == alone.keys()
     networks = [k for k in alone if "optimizer" not in k]
