@@ -13,6 +13,7 @@
     python driver.py --mode export                    # EMA generator as a .keras file
     python driver.py --mode evaluate                  # quality metrics against real slices
     python driver.py --mode project --target slice.png  # find a slice in latent space, with an anomaly map
+    python driver.py --mode explore                   # a page at http://127.0.0.1:7860 to look at the model
 
 Exit status: 0 success; 1 a problem with the input, data or run folder, told in one line that
 says what to do (nothing already saved is lost); 2 a usage error that absl finds while reading
@@ -62,6 +63,7 @@ import checkpointing  # noqa: E402
 import config as config_module  # noqa: E402
 import data  # noqa: E402
 import evaluation  # noqa: E402
+import explorer  # noqa: E402
 import inference  # noqa: E402
 import labels  # noqa: E402
 import projection  # noqa: E402
@@ -77,10 +79,11 @@ USER_ERROR, USAGE_ERROR = 1, 2    # exit statuses (0: success); see the module d
 FLAGS = flags.FLAGS
 
 # What to do.
-flags.DEFINE_enum("mode", "train", ["train", "generate", "export", "evaluate", "project"],
+flags.DEFINE_enum("mode", "train", ["train", "generate", "export", "evaluate", "project", "explore"],
                   "train: train or resume; generate: write images from a checkpoint (--checkpoint); export: save the "
                   "EMA generator as a .keras file; evaluate: quality metrics against real slices; project: find "
-                  "real slices (--target, --target_dir) in the generator's latent space, with anomaly maps.")
+                  "real slices (--target, --target_dir) in the generator's latent space, with anomaly maps; explore: a local web "
+                  "page to look at the model (seeds, truncation, noise, style mixing, labels, projection).")
 flags.DEFINE_enum("load", None, ["weights"], "`--load weights` resumes from the latest checkpoint in --output_dir: "
                   "step, optimizers, EMA, augmentation state and configuration. Of the settings only "
                   + ", ".join(f"--{k}" for k in resume.RESUMABLE) + " (and --tick_kimg, --eval_*) may change; "
@@ -167,12 +170,12 @@ flags.DEFINE_string("mix_cols", None, "generate: seeds of the style-mixing grid'
                     "--mix_layers styles); default the next 6 seeds.")
 flags.DEFINE_string("mix_layers", "0-3", "generate: the style layers the columns give, e.g. 0-3 (coarse: anatomy "
                     "and level) or 4-9 (fine: contrast and texture).")
-flags.DEFINE_string("outdir", None, "generate, project: where the images go (default: --output_dir/generated, "
-                    "--output_dir/projected).")
+flags.DEFINE_string("outdir", None, "generate, project, explore: where the images go (default: "
+                    "--output_dir/generated, --output_dir/projected, --output_dir/explored).")
 flags.DEFINE_enum("noise_mode", "const", ["const", "random", "none"],
                   "generate: per-layer noise: const (one fixed map per layer: the same seed gives the same image), "
                   "random (fresh noise, as in training and evaluation) or none.")
-flags.DEFINE_string("exported", None, "generate, evaluate, project: use this exported .keras generator instead of "
+flags.DEFINE_string("exported", None, "generate, evaluate, project, explore: use this exported .keras generator instead of "
                     "a checkpoint.")
 flags.DEFINE_string("checkpoint", "auto", "generate, export, evaluate, project: which checkpoint of --output_dir: best (lowest "
                     "held-out SWD, kept when training with --eval_kimg), latest, a step number, or a checkpoint path; "
@@ -221,6 +224,10 @@ flags.DEFINE_boolean("project_noise", True, "project: also optimise per-target n
 flags.DEFINE_integer("project_seed", 0, "project: seeds each target's random draws (with its pixels).")
 flags.DEFINE_string("vgg16_weights", None, "project: local VGG16 ImageNet 'notop' .h5 weights for "
                     "--project_distance lpips (never downloaded).")
+# The explorer.
+flags.DEFINE_string("host", "127.0.0.1", "explore: the address to serve the page on. The default is this machine "
+                    "only; another (e.g. 0.0.0.0) exposes the page, which has no authentication, to the network.")
+flags.DEFINE_integer("port", explorer.DEFAULT_PORT, "explore: the port of the page.", lower_bound=1, upper_bound=65535)
 flags.DEFINE_string("projected_w", None, "generate: render the latents of a projection .npz (projected/<name>/"
                     "projected_w.npz, or projected/projected_w.npz for all) instead of seeds.")
 
@@ -239,6 +246,7 @@ HELP_GROUPS = {
                    "metrics", "inception_weights"],
     "projection": ["target", "target_dir", "project_space", "project_steps", "project_batch", "project_distance",
                    "project_noise", "project_seed", "vgg16_weights"],
+    "explorer": ["host", "port"],
 }
 for _field in config_module.TUNABLES:
     HELP_GROUPS[_field.metadata["group"]].append(_field.name)
@@ -430,10 +438,14 @@ def evaluate():
                             training=(options.data_dir, options.splits, options.exclude_subjects))
 
 
-def project():
-    settings = projection.ProjectionSettings(
+def projection_settings():
+    return projection.ProjectionSettings(
         num_steps=FLAGS.project_steps, space=FLAGS.project_space, distance=FLAGS.project_distance,
         optimize_noise=FLAGS.project_noise, seed=FLAGS.project_seed)
+
+
+def project():
+    settings = projection_settings()
     trained = open_generator(discriminator=True)
     g, d = projection.unconditional(trained.generator), trained.discriminator
     distance = projection.make_distance(settings.distance, d, FLAGS.vgg16_weights, g.resolution)
@@ -444,6 +456,15 @@ def project():
     summary = projection.project_files(g, names, targets, settings, out, distance, FLAGS.project_batch)
     logging.info("projected %d slice(s): mean PSNR %.2f dB, SSIM %.3f, %.1f s per slice; outputs in %s",
                  len(names), summary["mean_psnr"], summary["mean_ssim"], summary["seconds_per_target"], out)
+
+
+def explore():
+    settings = projection_settings()
+    trained = open_generator(discriminator=True)
+    distance = projection.make_distance(settings.distance, trained.discriminator, FLAGS.vgg16_weights,
+                                        trained.generator.resolution)
+    out = FLAGS.outdir or os.path.join(FLAGS.output_dir, "explored")
+    explorer.serve(explorer.Explorer(trained, settings, distance, out), FLAGS.host, FLAGS.port)
 
 
 def configure_logging():
@@ -495,12 +516,12 @@ def main(argv):
             if not (FLAGS["mode"].present or FLAGS.load):
                 return 0
         {"train": train, "generate": generate_images, "export": export, "evaluate": evaluate,
-         "project": project}[FLAGS.mode]()
+         "project": project, "explore": explore}[FLAGS.mode]()
     except (data.DataError, runs.RunError, NonFiniteLossError, ValueError, FileNotFoundError) as e:
         logging.error("%s", e)
         return USER_ERROR
     except OSError as e:                     # a folder that is a file, read-only or full: one line, not a traceback
-        flag = "--outdir" if FLAGS.outdir and FLAGS.mode in ("generate", "project") else "--output_dir"
+        flag = "--outdir" if FLAGS.outdir and FLAGS.mode in ("generate", "project", "explore") else "--output_dir"
         logging.error("%s", runs.folder_problem(e.filename or FLAGS.output_dir, e, flag))
         return USER_ERROR
     return 0

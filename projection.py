@@ -49,6 +49,7 @@ W_STATS_SEED = 123               # z draws for w_avg and w_std, as the reference
 PROGRESS_SECONDS = 10.0          # log progress this often when stderr is not a terminal
 VGG16_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
 VGG16_MIN_SIZE = 64              # VGG16 pools five times; smaller slices are upsampled to this first
+MASK_LEVELS = 8                  # a target of at most this many grey levels is a segmentation mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -482,6 +483,7 @@ def load_targets(target=None, target_dir=None, resolution=64, channels=1):
     if target is not None:
         if not os.path.isfile(target):
             raise data.DataError(f"target {target} does not exist or is not a file: check --target")
+        check_target(target, resolution)
         files = [target]
     else:
         if not os.path.isdir(target_dir):
@@ -508,6 +510,30 @@ def load_targets(target=None, target_dir=None, resolution=64, channels=1):
     names = unique_names(names)
     images = np.concatenate(slices)[..., None]                                       # [N, R, R, 1]
     return names, np.repeat(images, channels, axis=-1) if channels > 1 else images
+
+
+def check_target(path, resolution):
+    """Refuse, with what to give instead, a single target that would project into nonsense: a
+    segmentation mask (by its name, or an image of a few grey levels such as COMP3710's 0/85/170/255)
+    or an image smaller than the generator's slices (upsampled, its blur would show as anomaly).
+    What cannot be read at all is load_targets' to report."""
+    name = os.path.basename(path)
+    if data.is_segmentation(name):
+        raise data.DataError(f"{name} is named like a segmentation mask, not an MRI slice: give the image itself "
+                             f"(e.g. case_001_slice_0.nii.png, not seg_001_slice_0.nii.png)")
+    if data.file_kind(name) == "volume":
+        return
+    try:
+        image = data.decode_image(path)                                      # [h, w] in [0, 255]
+    except data._READ_ERRORS:  # noqa: SLF001  load_targets names what is wrong with it
+        return
+    levels = len(np.unique(image))
+    if 1 < levels <= MASK_LEVELS:
+        raise data.DataError(f"{name} has only {levels} grey levels, like a segmentation mask: give the MRI slice "
+                             f"it was drawn on")
+    if min(image.shape) < resolution:
+        raise data.DataError(f"{name} is {image.shape[1]}x{image.shape[0]}, smaller than the model's "
+                             f"{resolution}x{resolution} slices: give a slice at least {resolution} pixels a side")
 
 
 def unique_names(names):
@@ -588,6 +614,11 @@ def write_projected_images(g, npz_path, out_dir):
 
 def save_heat_map(path, heat, title, vmax=None):
     """An anomaly map [H, W] (smoothed residual, [0, 1] intensity units) with a colour bar, as PNG."""
+    atomic.write_bytes(path, heat_map_png(heat, title, vmax))
+
+
+def heat_map_png(heat, title, vmax=None):
+    """The PNG bytes of `save_heat_map`'s picture."""
     import matplotlib.pyplot as plt  # visualize selects the Agg backend
     fig, ax = plt.subplots(figsize=(3.6, 3.0))
     shown = ax.imshow(heat, cmap="inferno", vmin=0.0, vmax=vmax or max(float(np.max(heat)), 1e-6))
@@ -598,7 +629,7 @@ def save_heat_map(path, heat, title, vmax=None):
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    atomic.write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def write_target_outputs(folder, name, target, result, index, space, sigma):
