@@ -144,6 +144,14 @@ def picture(image):
     return levels[..., 0] if levels.shape[-1] == 1 else levels
 
 
+def enlarged(image):
+    """`picture(image)` with each pixel repeated to about DISPLAY_SIZE a side, so that a 64x64 slice
+    is seen without the browser's smoothing inventing detail."""
+    shown = picture(image)
+    factor = max(1, DISPLAY_SIZE // shown.shape[0])
+    return np.repeat(np.repeat(shown, factor, axis=0), factor, axis=1)
+
+
 def heat_picture(heat, title):
     """The anomaly map with its colour bar as the CLI draws it, as RGB uint8."""
     with Image.open(io.BytesIO(projection.heat_map_png(heat, title))) as image:
@@ -215,11 +223,11 @@ def build_page(explorer):
 
         def make_slice(seed_value, psi_value, cutoff_value, noise, *values):
             cut = None if int(cutoff_value) >= g.num_ws else int(cutoff_value)
-            return picture(explorer.slice(seed_value, psi_value, cut, noise, values))
+            return enlarged(explorer.slice(seed_value, psi_value, cut, noise, values))
 
         def make_mix(seed_value, col, first_layer, last_layer_value, psi_value, cutoff_value, noise, *values):
             cut = None if int(cutoff_value) >= g.num_ws else int(cutoff_value)
-            return [picture(x) for x in explorer.mix(seed_value, col, first_layer, last_layer_value, psi_value, cut,
+            return [enlarged(x) for x in explorer.mix(seed_value, col, first_layer, last_layer_value, psi_value, cut,
                                                       noise, values)]
 
         def read_upload(file):
@@ -234,7 +242,7 @@ def build_page(explorer):
             target, image, heat, psnr, ssim = explorer.project(file, index, num_steps,
                                                                lambda step, total: progress((step, total)))
             name = explorer.shown.name
-            return (picture(target), picture(image), heat_picture(heat, f"{name}: anomaly map"),
+            return (enlarged(target), enlarged(image), heat_picture(heat, f"{name}: anomaly map"),
                     f"**{name}**: PSNR {psnr:.2f} dB, SSIM {ssim:.3f} over {int(num_steps)} steps")
 
         slice_inputs = [seed, psi, cutoff, noise_mode, *label_inputs]
@@ -242,6 +250,7 @@ def build_page(explorer):
                *[x.release if isinstance(x, gr.Slider) else x.change for x in label_inputs]],
               shown(make_slice), slice_inputs, slice_image, api_name="slice")
         seed_slider.release(lambda value: value, seed_slider, seed, api_name=False)
+        seed.change(lambda value: min(max(int(value or 0), 0), 999), seed, seed_slider, api_name=False)
         mix_button.click(shown(make_mix), [seed, col_seed, first, last, psi, cutoff, noise_mode, *label_inputs],
                          mix_images, api_name="mix")
         upload.change(shown(read_upload), upload, level, api_name="upload")
@@ -276,7 +285,7 @@ def serve(explorer, host="127.0.0.1", port=DEFAULT_PORT, block=True):
     page.queue(default_concurrency_limit=1)         # one model: requests take turns
     with StopSignals() if block else contextlib.nullcontext() as stop:   # caught from before the page answers
         page.launch(server_name=host, server_port=int(port), share=False, prevent_thread_lock=True,
-                    inbrowser=False, show_error=True, quiet=True)
+                    inbrowser=False, quiet=True)
         logging.info("explore: the page is at http://%s:%d (Ctrl+C stops it)", host, port)
         if block:
             while not stop.received:

@@ -15,6 +15,7 @@ from PIL import Image
 import explorer
 import inference
 import labels
+import pixels
 import projection
 import sampling
 from config import Config
@@ -146,7 +147,9 @@ def test_the_served_page_answers_refuses_a_bad_upload_and_goes_on(page, tmp_path
     from gradio_client import handle_file
     view, client = page
     shown = np.asarray(Image.open(client.predict(9, 1.0, view.g.num_ws, "const", api_name="/slice")))
-    np.testing.assert_array_equal(shown[..., 0] if shown.ndim == 3 else shown, explorer.picture(view.slice(9)))
+    np.testing.assert_array_equal(shown[..., 0] if shown.ndim == 3 else shown, explorer.enlarged(view.slice(9)))
+    factor = explorer.DISPLAY_SIZE // view.g.resolution                       # each pixel repeated, not smoothed
+    np.testing.assert_array_equal(explorer.enlarged(view.slice(9))[::factor, ::factor], explorer.picture(view.slice(9)))
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(Exception, match="cannot be read"):
         client.predict(handle_file(str(tmp_path / "notes.txt")), 0, 3, api_name="/project")
@@ -176,3 +179,19 @@ def test_explore_serves_a_run_until_sigterm(fork_server, trained):
     process.send_signal(signal.SIGTERM)
     assert process.wait() == 0, process.log()[-3000:]
     assert f"the page is at http://127.0.0.1:{port}" in process.log() and "stopped by SIGTERM" in process.log()
+
+
+def test_a_volume_gives_one_target_per_axial_slice_and_the_picked_one_is_projected(opened, tmp_path):
+    import nibabel as nib
+    import phantom
+    _, model = opened
+    view = explorer.Explorer(model, projection.ProjectionSettings(num_steps=2, w_avg_samples=100))
+    volume = np.stack(list(phantom.synthetic_slices(5, 32, seed=3)), axis=-1).astype(np.float32)   # [32, 32, 5]
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "OAS1_0001_MR1.nii.gz"))
+    names, targets = view.targets(str(tmp_path / "OAS1_0001_MR1.nii.gz"))
+    assert len(names) == len(targets) > 2 and len(set(names)) == len(names)
+    target, *_ = view.project(str(tmp_path / "OAS1_0001_MR1.nii.gz"), index=2)
+    np.testing.assert_array_equal(pixels.to_uint8(target), targets[2])
+    assert view.shown.name == names[2]
+    with pytest.raises(ValueError, match=f"has {len(names)} slice"):
+        view.project(str(tmp_path / "OAS1_0001_MR1.nii.gz"), index=len(names))

@@ -9,7 +9,8 @@ and times a few steps, writing nothing). The other modes have no dry run, so the
 tiny trained run of the command's kind (conditional or not) in a scratch folder. Placeholders
 (DATA, OLD_RUN, slice.png, the OASIS paths, ...) become small made-up data: phantom slices in the
 COMP3710 layout, one NIfTI volume, a demographics table. `[...]` optional parts are left out and
-`a|b` takes its first choice. Commands that need two machines (`TF_CONFIG`) are skipped: that
+`a|b` takes its first choice. An explorer command (`--mode explore`) passes when its page answers
+on 127.0.0.1 (on a free port), and is then stopped with SIGTERM. Commands that need two machines (`TF_CONFIG`) are skipped: that
 example is what tests/test_cluster.py runs. Run it from the repository root.
 """
 
@@ -17,10 +18,13 @@ import argparse
 import pathlib
 import re
 import shlex
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import numpy as np
 from PIL import Image
@@ -119,6 +123,27 @@ def driver(args, cwd):
     return result.returncode, time.time() - start, result.stdout + result.stderr
 
 
+def serve_and_stop(args, cwd, timeout=120):
+    """`python driver.py ARGS --port FREE` until its page answers, then SIGTERM: (exit status, seconds,
+    output); status 1 when the page never answered."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.time()
+    process = subprocess.Popen([sys.executable, str(ROOT / "driver.py")] + args + [f"--port={port}"], cwd=cwd,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    answered = False
+    while not answered and process.poll() is None and time.time() - start < timeout:
+        try:
+            answered = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).status == 200
+        except OSError:
+            time.sleep(0.2)
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=60)[0]
+    return (process.returncode if answered else 1), time.time() - start, output
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--list", action="store_true", help="print the commands, run nothing")
@@ -159,7 +184,7 @@ def main():
             if args.list:
                 print(f"{source}: {' '.join(words)}  (in {cwd.name})")
                 continue
-            status, seconds, output = driver(words[2:], cwd)
+            status, seconds, output = (serve_and_stop if mode == "explore" else driver)(words[2:], cwd)
             log.write(" ".join(words) + "\n" + output + "\n")
             failed += status != 0
             print(f"{'ok  ' if status == 0 else 'FAIL'}  {seconds:5.1f} s  {source}: {command}")
