@@ -30,6 +30,7 @@ import visualize
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")    # nothing leaves the machine
 NOISE_MODES = ("const", "random", "none")
 DEFAULT_PORT = 7860
+RANDOM_NOISE_NOT_KEPT = "random noise is not kept: the saved latent renders with the fixed noise"
 DISPLAY_SIZE = 256               # pixels a side on the page; a 64x64 slice is shown enlarged
 
 
@@ -51,7 +52,7 @@ class Explorer:
         self.settings = settings or projection.ProjectionSettings()
         self.distance = distance or projection.make_distance(self.settings.distance)
         self.out_dir = out_dir
-        self.projectors = {}
+        self.projectors, self.w_stats = {}, None
         self.shown = None
 
     @property
@@ -111,8 +112,9 @@ class Explorer:
             raise ValueError(f"{os.path.basename(path)} has {len(targets)} slice(s): pick one from 0 to "
                              f"{len(targets) - 1}")
         settings = dataclasses.replace(self.settings, num_steps=int(num_steps or self.settings.num_steps))
-        if settings not in self.projectors:
-            self.projectors[settings] = projection.Projector(self.g, settings, self.distance)
+        if settings not in self.projectors:             # one per step count; w_avg and w_std mapped once
+            self.w_stats = self.w_stats or projection.latent_stats(self.g, settings.w_avg_samples)
+            self.projectors[settings] = projection.Projector(self.g, settings, self.distance, self.w_stats)
         target = pixels.to_unit_range(targets[int(index)])
         result = self.projectors[settings].project(target[None], progress=None if progress is None else (
             lambda step, _: progress(step, settings.num_steps)))
@@ -132,7 +134,7 @@ class Explorer:
         visualize.save_image(stem + ".png", self.shown.image)
         noises = self.shown.noises
         if noises is None:
-            logging.warning("explore: random noise is not kept; %s.npz renders with the fixed noise", self.shown.name)
+            logging.warning("explore: %s", RANDOM_NOISE_NOT_KEPT)
             noises = projection.const_noises(self.g.synthesis)
         projection.save_latents(stem + ".npz", self.shown.ws, noises, [self.shown.name], "wplus")
         return stem + ".png", stem + ".npz"
@@ -246,17 +248,24 @@ def build_page(explorer):
                     f"**{name}**: PSNR {psnr:.2f} dB, SSIM {ssim:.3f} over {int(num_steps)} steps")
 
         slice_inputs = [seed, psi, cutoff, noise_mode, *label_inputs]
-        gr.on([seed.change, psi.release, cutoff.release, noise_mode.change, page.load,
-               *[x.release if isinstance(x, gr.Slider) else x.change for x in label_inputs]],
-              shown(make_slice), slice_inputs, slice_image, api_name="slice")
-        seed_slider.release(lambda value: value, seed_slider, seed, api_name=False)
+        # The slice follows every move (.input is the user's, never a function's: no update loops); a
+        # render that is overtaken while queued is skipped (always_last).
+        gr.on([seed.change, psi.input, cutoff.input, noise_mode.change, page.load, *[x.input for x in label_inputs]],
+              shown(make_slice), slice_inputs, slice_image, api_name="slice", trigger_mode="always_last")
+        seed_slider.input(lambda value: value, seed_slider, seed, api_name=False, trigger_mode="always_last")
         seed.change(lambda value: min(max(int(value or 0), 0), 999), seed, seed_slider, api_name=False)
         mix_button.click(shown(make_mix), [seed, col_seed, first, last, psi, cutoff, noise_mode, *label_inputs],
                          mix_images, api_name="mix")
         upload.change(shown(read_upload), upload, level, api_name="upload")
         project_button.click(shown(make_projection), [upload, level, steps],
                              [*project_images, heat_image, project_text], api_name="project")
-        save_button.click(shown(lambda: list(explorer.save())), None, saved, api_name="save")
+
+        def save_shown():
+            if explorer.shown is not None and explorer.shown.noises is None:
+                gr.Warning(RANDOM_NOISE_NOT_KEPT)
+            return list(explorer.save())
+
+        save_button.click(shown(save_shown), None, saved, api_name="save")
     return page
 
 

@@ -1,8 +1,10 @@
 """The explorer (explorer.py, `--mode explore`): what the page shows equals what the command line
 writes (a seed, a mixing-grid cell, a saved latent), a generated slice projects back to itself,
-labels are checked as the CLI checks them, bad uploads get a message, and one page served on
-127.0.0.1 answers a client, shows the message for a bad upload and goes on serving. No browser."""
+labels are checked as the CLI checks them, bad uploads get a message, and `--mode explore` serves
+one page on 127.0.0.1 that answers a client, shows the message for a bad upload, goes on serving
+and stops on SIGTERM. No browser."""
 
+import os
 import signal
 import socket
 import time
@@ -130,44 +132,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def page(opened, tmp_path_factory):
-    """One served page for the module's client tests, stopped at the end."""
-    _, model = opened
-    settings = projection.ProjectionSettings(num_steps=3, w_avg_samples=100)
-    view = explorer.Explorer(model, settings, out_dir=str(tmp_path_factory.mktemp("explored")))
-    port = free_port()
-    served = explorer.serve(view, "127.0.0.1", port, block=False)
-    from gradio_client import Client
-    yield view, Client(f"http://127.0.0.1:{port}/", verbose=False)
-    served.close()
-
-
-def test_the_served_page_answers_refuses_a_bad_upload_and_goes_on(page, tmp_path):
-    from gradio_client import handle_file
-    view, client = page
-    shown = np.asarray(Image.open(client.predict(9, 1.0, view.g.num_ws, "const", api_name="/slice")))
-    np.testing.assert_array_equal(shown[..., 0] if shown.ndim == 3 else shown, explorer.enlarged(view.slice(9)))
-    factor = explorer.DISPLAY_SIZE // view.g.resolution                       # each pixel repeated, not smoothed
-    np.testing.assert_array_equal(explorer.enlarged(view.slice(9))[::factor, ::factor], explorer.picture(view.slice(9)))
-    (tmp_path / "notes.txt").write_text("not an image")
-    with pytest.raises(Exception, match="cannot be read"):
-        client.predict(handle_file(str(tmp_path / "notes.txt")), 0, 3, api_name="/project")
-    Image.fromarray(explorer.picture(view.slice(2))).save(tmp_path / "seed0002.png")
-    target, reconstruction, heat, text = client.predict(handle_file(str(tmp_path / "seed0002.png")), 0, 3,
-                                                        api_name="/project")
-    assert "PSNR" in text and np.asarray(Image.open(heat)).ndim == 3           # the colour map, in RGB
-    saved = client.predict(api_name="/save")
-    assert sorted(p.rsplit(".", 1)[-1] for p in saved) == ["npz", "png"]
-
-
-
-def test_explore_serves_a_run_until_sigterm(fork_server, trained):
+def test_explore_serves_a_run_answers_a_client_refuses_a_bad_upload_and_stops_on_sigterm(opened, fork_server,
+                                                                                           tmp_path):
+    """The one served page of the suite: `--mode explore` in a forked process, driven by gradio_client."""
     import urllib.request
     from driver_cli import wait_for
-    out, _ = trained
+    from gradio_client import Client, handle_file
+    out, model = opened
     port = free_port()
-    process = fork_server.start(out, "--mode=explore", f"--port={port}")
+    process = fork_server.start(out, "--mode=explore", f"--port={port}", "--project_steps=3",
+                                f"--outdir={tmp_path / 'explored'}")
 
     def answers():
         try:
@@ -176,6 +150,22 @@ def test_explore_serves_a_run_until_sigterm(fork_server, trained):
             time.sleep(0.1)
             return False
     wait_for(answers, process)
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    view = explorer.Explorer(model)
+    shown = np.asarray(Image.open(client.predict(9, 1.0, model.generator.num_ws, "const", api_name="/slice")))
+    np.testing.assert_array_equal(shown[..., 0] if shown.ndim == 3 else shown, explorer.enlarged(view.slice(9)))
+    factor = explorer.DISPLAY_SIZE // model.generator.resolution                 # each pixel repeated, not smoothed
+    np.testing.assert_array_equal(explorer.enlarged(view.slice(9))[::factor, ::factor], explorer.picture(view.slice(9)))
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(Exception, match="cannot be read"):
+        client.predict(handle_file(str(tmp_path / "notes.txt")), 0, 3, api_name="/project")
+    Image.fromarray(explorer.picture(view.slice(2))).save(tmp_path / "seed0002.png")
+    target, reconstruction, heat, text = client.predict(handle_file(str(tmp_path / "seed0002.png")), 0, 3,
+                                                        api_name="/project")
+    assert "PSNR" in text and "over 3 steps" in text and np.asarray(Image.open(heat)).ndim == 3   # colour, RGB
+    saved = client.predict(api_name="/save")
+    assert sorted(os.path.basename(p) for p in saved) == ["seed0002.npz", "seed0002.png"]
+    assert sorted(os.listdir(tmp_path / "explored")) == ["seed0002.npz", "seed0002.png"]
     process.send_signal(signal.SIGTERM)
     assert process.wait() == 0, process.log()[-3000:]
     assert f"the page is at http://127.0.0.1:{port}" in process.log() and "stopped by SIGTERM" in process.log()
