@@ -82,8 +82,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", "train", ["train", "generate", "export", "evaluate", "project", "explore"],
                   "train: train or resume; generate: write images from a checkpoint (--checkpoint); export: save the "
                   "EMA generator as a .keras file; evaluate: quality metrics against real slices; project: find "
-                  "real slices (--target, --target_dir) in the generator's latent space, with anomaly maps; explore: a local web "
-                  "page to look at the model (seeds, truncation, noise, style mixing, labels, projection).")
+                  "real slices (--target, --target_dir) in the generator's latent space, with anomaly maps; "
+                  "explore: a local web page to look at the model (seeds, truncation, noise, style mixing, labels, "
+                  "projection).")
 flags.DEFINE_enum("load", None, ["weights"], "`--load weights` resumes from the latest checkpoint in --output_dir: "
                   "step, optimizers, EMA, augmentation state and configuration. Of the settings only "
                   + ", ".join(f"--{k}" for k in resume.RESUMABLE) + " (and --tick_kimg, --eval_*) may change; "
@@ -175,8 +176,8 @@ flags.DEFINE_string("outdir", None, "generate, project, explore: where the image
 flags.DEFINE_enum("noise_mode", "const", ["const", "random", "none"],
                   "generate: per-layer noise: const (one fixed map per layer: the same seed gives the same image), "
                   "random (fresh noise, as in training and evaluation) or none.")
-flags.DEFINE_string("exported", None, "generate, evaluate, project, explore: use this exported .keras generator instead of "
-                    "a checkpoint.")
+flags.DEFINE_string("exported", None, "generate, evaluate, project, explore: use this exported .keras generator "
+                    "instead of a checkpoint.")
 flags.DEFINE_string("checkpoint", "auto", "generate, export, evaluate, project: which checkpoint of --output_dir: best (lowest "
                     "held-out SWD, kept when training with --eval_kimg), latest, a step number, or a checkpoint path; "
                     "auto = best when the run kept one, else latest.")

@@ -149,26 +149,32 @@ def test_explore_serves_a_run_answers_a_client_refuses_a_bad_upload_and_stops_on
         except OSError:
             time.sleep(0.1)
             return False
-    wait_for(answers, process)
-    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-    view = explorer.Explorer(model)
-    shown = np.asarray(Image.open(client.predict(9, 1.0, model.generator.num_ws, "const", api_name="/slice")))
-    np.testing.assert_array_equal(shown[..., 0] if shown.ndim == 3 else shown, explorer.enlarged(view.slice(9)))
-    factor = explorer.DISPLAY_SIZE // model.generator.resolution                 # each pixel repeated, not smoothed
-    np.testing.assert_array_equal(explorer.enlarged(view.slice(9))[::factor, ::factor], explorer.picture(view.slice(9)))
-    (tmp_path / "notes.txt").write_text("not an image")
-    with pytest.raises(Exception, match="cannot be read"):
-        client.predict(handle_file(str(tmp_path / "notes.txt")), 0, 3, api_name="/project")
-    Image.fromarray(explorer.picture(view.slice(2))).save(tmp_path / "seed0002.png")
-    target, reconstruction, heat, text = client.predict(handle_file(str(tmp_path / "seed0002.png")), 0, 3,
-                                                        api_name="/project")
-    assert "PSNR" in text and "over 3 steps" in text and np.asarray(Image.open(heat)).ndim == 3   # colour, RGB
-    saved = client.predict(api_name="/save")
-    assert sorted(os.path.basename(p) for p in saved) == ["seed0002.npz", "seed0002.png"]
-    assert sorted(os.listdir(tmp_path / "explored")) == ["seed0002.npz", "seed0002.png"]
-    process.send_signal(signal.SIGTERM)
-    assert process.wait() == 0, process.log()[-3000:]
-    assert f"the page is at http://127.0.0.1:{port}" in process.log() and "stopped by SIGTERM" in process.log()
+    try:
+        wait_for(answers, process)
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        view = explorer.Explorer(model)
+        shown = np.asarray(Image.open(client.predict(9, 1.0, model.generator.num_ws, "const", api_name="/slice")))
+        expected = explorer.enlarged(view.slice(9))
+        np.testing.assert_array_equal(shown[..., 0] if shown.ndim == 3 else shown, expected)
+        factor = explorer.DISPLAY_SIZE // model.generator.resolution             # each pixel repeated, not smoothed
+        np.testing.assert_array_equal(expected[::factor, ::factor], explorer.picture(view.slice(9)))
+        (tmp_path / "notes.txt").write_text("not an image")
+        with pytest.raises(Exception, match="cannot be read"):
+            client.predict(handle_file(str(tmp_path / "notes.txt")), 0, 3, api_name="/project")
+        Image.fromarray(explorer.picture(view.slice(2))).save(tmp_path / "seed0002.png")
+        target, reconstruction, heat, text = client.predict(handle_file(str(tmp_path / "seed0002.png")), 0, 3,
+                                                            api_name="/project")
+        assert "PSNR" in text and "over 3 steps" in text and np.asarray(Image.open(heat)).ndim == 3   # colour, RGB
+        saved = client.predict(api_name="/save")
+        assert sorted(os.path.basename(p) for p in saved) == ["seed0002.npz", "seed0002.png"]
+        assert sorted(os.listdir(tmp_path / "explored")) == ["seed0002.npz", "seed0002.png"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait() == 0, process.log()[-3000:]
+        assert f"the page is at http://127.0.0.1:{port}" in process.log() and "stopped by SIGTERM" in process.log()
+    finally:                                       # a failed check must not leave the page serving
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def test_a_volume_gives_one_target_per_axial_slice_and_the_picked_one_is_projected(opened, tmp_path):

@@ -10,8 +10,9 @@ tiny trained run of the command's kind (conditional or not) in a scratch folder.
 (DATA, OLD_RUN, slice.png, the OASIS paths, ...) become small made-up data: phantom slices in the
 COMP3710 layout, one NIfTI volume, a demographics table. `[...]` optional parts are left out and
 `a|b` takes its first choice. An explorer command (`--mode explore`) passes when its page answers
-on 127.0.0.1 (on a free port), and is then stopped with SIGTERM. Commands that need two machines (`TF_CONFIG`) are skipped: that
-example is what tests/test_cluster.py runs. Run it from the repository root.
+on 127.0.0.1 (on a free port), and is then stopped with SIGTERM. Commands that need two machines
+(`TF_CONFIG`) are skipped: that example is what tests/test_cluster.py runs. Run it from the
+repository root.
 """
 
 import argparse
