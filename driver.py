@@ -386,7 +386,7 @@ def requested_label(spec):
 def generate_images():
     out = FLAGS.outdir or runs.Paths(FLAGS.output_dir).generated
     if FLAGS.projected_w:
-        g = projection.unconditional(open_generator().generator)
+        g = open_generator().generator       # saved styles carry a conditional model's labels already
         paths = projection.write_projected_images(g, FLAGS.projected_w, out)
         logging.info("rendered %d projected latents from %s to %s", len(paths), FLAGS.projected_w, out)
         return

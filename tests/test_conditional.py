@@ -231,6 +231,20 @@ def test_the_exported_generator_takes_labels_and_carries_their_definition(run, t
         sampling.synthesize(g, [1])
 
 
+def test_the_explorer_draws_a_chosen_label_and_generate_renders_its_saved_latent(run, tmp_path):
+    import explorer
+    out, gan = run
+    view = explorer.Explorer(inference.open_generator(str(out)), out_dir=str(tmp_path / "explored"))
+    spec = view.spec
+    c = labels.encode_values(spec, labels.parse_request(spec, "slice=0.75,age=40,sex=M"))
+    image = view.slice(5, label_values=(0.75, 40, "M"))
+    np.testing.assert_array_equal(image, sampling.synthesize(view.g, [5], c=c)[0])
+    _, npz = view.save()
+    cli(str(out), "--mode=generate", f"--projected_w={npz}", f"--outdir={tmp_path / 'rendered'}")
+    rendered = np.asarray(Image.open(tmp_path / "rendered" / "projected_seed0005.png"))
+    np.testing.assert_array_equal(rendered, explorer.picture(image))
+
+
 def test_a_sweep_changes_one_label_across_the_columns_with_one_z_per_row(run):
     out, gan = run
     spec = labels.load(runs.Paths(str(out)).labels_file)
