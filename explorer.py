@@ -244,7 +244,7 @@ def build_page(explorer):
             target, image, heat, psnr, ssim = explorer.project(file, index, num_steps,
                                                                lambda step, total: progress((step, total)))
             name = explorer.shown.name
-            return (enlarged(target), enlarged(image), heat_picture(heat, f"{name}: anomaly map"),
+            return (enlarged(target), enlarged(image), heat_picture(heat, ""),
                     f"**{name}**: PSNR {psnr:.2f} dB, SSIM {ssim:.3f} over {int(num_steps)} steps")
 
         slice_inputs = [seed, psi, cutoff, noise_mode, *label_inputs]
