@@ -27,7 +27,7 @@ import projection
 import sampling
 import visualize
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")    # nothing leaves the machine
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")    # no analytics, no version check over the network
 NOISE_MODES = ("const", "random", "none")
 DEFAULT_PORT = 7860
 RANDOM_NOISE_NOT_KEPT = "random noise is not kept: the saved latent renders with the fixed noise"
