@@ -179,8 +179,8 @@ flags.DEFINE_enum("noise_mode", "const", ["const", "random", "none"],
 flags.DEFINE_string("exported", None, "generate, evaluate, project, explore: use this exported .keras generator "
                     "instead of a checkpoint.")
 flags.DEFINE_string("checkpoint", "auto", "generate, export, evaluate, project, explore: which checkpoint of "
-                    "--output_dir: best (lowest held-out SWD, kept when training with --eval_kimg), latest, a step number, or a checkpoint path; "
-                    "auto = best when the run kept one, else latest.")
+                    "--output_dir: best (lowest held-out SWD, kept when training with --eval_kimg), latest, a step "
+                    "number, or a checkpoint path; auto = best when the run kept one, else latest.")
 # Evaluation (see README, "Measuring quality").
 flags.DEFINE_float("eval_kimg", 0.0, "During training, SWD against real slices every this many thousand images "
                    "(0 = off); logged to TensorBoard, logs/history.json and the loss plot.")
