@@ -21,7 +21,6 @@ from absl import logging
 from PIL import Image
 
 import labels
-import metrics
 import pixels
 import projection
 import sampling
@@ -53,6 +52,7 @@ class Explorer:
         self.distance = distance or projection.make_distance(self.settings.distance)
         self.out_dir = out_dir
         self.projectors, self.w_stats = {}, None
+        self.loaded = (None, None)            # (path and its mtime, load_targets' result): one decode per upload
         self.shown = None
 
     @property
@@ -100,7 +100,11 @@ class Explorer:
     def targets(self, path):
         """The slices of an uploaded file (a volume gives one per axial level): (names, uint8 [N, R, R, C]).
         Raises data.DataError with what was wrong."""
-        return projection.load_targets(target=path, resolution=self.g.resolution, channels=self.g.channels)
+        key = (path, os.path.getmtime(path)) if os.path.isfile(path) else None
+        if key is None or self.loaded[0] != key:
+            self.loaded = (key, projection.load_targets(target=path, resolution=self.g.resolution,
+                                                        channels=self.g.channels))
+        return self.loaded[1]
 
     def project(self, path, index=0, num_steps=None, progress=None):
         """Slice `index` of the file at `path` projected as `--mode project` does: (target,
@@ -119,10 +123,8 @@ class Explorer:
         result = self.projectors[settings].project(target[None], progress=None if progress is None else (
             lambda step, _: progress(step, settings.num_steps)))
         image = result.images[0]
-        heat = projection.anomaly_map(target[None], image[None], projection.default_sigma(self.g.resolution))[0]
         self.shown = Shown(names[int(index)], image, result.ws, result.noises)
-        return (target, image, heat, float(metrics.psnr(image[None], target[None])[0]),
-                float(metrics.ssim(image[None], target[None])[0]))
+        return (target, image, *projection.reconstruction_scores(target, image))
 
     def save(self):
         """The shown image as PNG and its latent as `.npz` (`--mode generate --projected_w` renders it)
@@ -223,14 +225,16 @@ def build_page(explorer):
             save_button = gr.Button("Save the shown image and its latent")
             saved = gr.File(label="saved", file_count="multiple")
 
+        def cut(cutoff_value):
+            """The cutoff slider's value as sampling takes it: every layer (its maximum) is None."""
+            return None if int(cutoff_value) >= g.num_ws else int(cutoff_value)
+
         def make_slice(seed_value, psi_value, cutoff_value, noise, *values):
-            cut = None if int(cutoff_value) >= g.num_ws else int(cutoff_value)
-            return enlarged(explorer.slice(seed_value, psi_value, cut, noise, values))
+            return enlarged(explorer.slice(seed_value, psi_value, cut(cutoff_value), noise, values))
 
         def make_mix(seed_value, col, first_layer, last_layer_value, psi_value, cutoff_value, noise, *values):
-            cut = None if int(cutoff_value) >= g.num_ws else int(cutoff_value)
-            return [enlarged(x) for x in explorer.mix(seed_value, col, first_layer, last_layer_value, psi_value, cut,
-                                                      noise, values)]
+            return [enlarged(x) for x in explorer.mix(seed_value, col, first_layer, last_layer_value, psi_value,
+                                                      cut(cutoff_value), noise, values)]
 
         def read_upload(file):
             if file is None:

@@ -452,6 +452,13 @@ def default_sigma(resolution):
     return resolution / 64.0
 
 
+def reconstruction_scores(target, image):
+    """One target [R, R, C] against its reconstruction: (anomaly map [R, R] at the default blur, PSNR
+    dB, SSIM), what `--mode project` reports for it."""
+    heat = anomaly_map(target[None], image[None], default_sigma(target.shape[0]))[0]
+    return heat, float(metrics.psnr(image[None], target[None])[0]), float(metrics.ssim(image[None], target[None])[0])
+
+
 def anomaly_map(targets, references, sigma):
     """Smoothed absolute residual |target - reference| in [0, 1] intensity units, channels averaged.
     The reference is the reconstruction (ours) or any stand-in (a baseline). [B, R, R, C] x2 -> [B, R, R]"""
@@ -632,7 +639,7 @@ def heat_map_png(heat, title, vmax=None):
     return buffer.getvalue()
 
 
-def write_target_outputs(folder, name, target, result, index, space, sigma):
+def write_target_outputs(folder, name, target, result, index, space):
     """Everything for one target of a projected batch in `folder`; returns its summary entry."""
     os.makedirs(folder, exist_ok=True)
     image = result.images[index]
@@ -642,12 +649,11 @@ def write_target_outputs(folder, name, target, result, index, space, sigma):
     visualize.save_image(os.path.join(folder, "reconstruction.png"), image)
     residual = np.abs(np.clip(target, -1, 1) - np.clip(image, -1, 1)) - 1.0             # 0 -> black, 2 -> white
     visualize.save_grid(os.path.join(folder, "comparison.png"), np.stack([target, image, residual]), columns=3)
-    heat = anomaly_map(target[None], image[None], sigma)[0]
+    heat, psnr, ssim = reconstruction_scores(target, image)
     save_heat_map(os.path.join(folder, "anomaly.png"), heat, f"{name}: anomaly map")
     frames = [np.concatenate([target, f[index]], axis=1) for f in result.frames]       # target | reconstruction
     visualize.save_gif(os.path.join(folder, "optimisation.gif"), np.stack(frames))
-    return {"name": name, "psnr": float(metrics.psnr(image[None], target[None])[0]),
-            "ssim": float(metrics.ssim(image[None], target[None])[0]), "distance": float(result.distance[index]),
+    return {"name": name, "psnr": psnr, "ssim": ssim, "distance": float(result.distance[index]),
             "anomaly_max": float(heat.max())}
 
 
@@ -669,7 +675,7 @@ def project_files(g, names, targets, settings, out_dir, distance, batch_size=8, 
     bar = Progress(settings.num_steps * math.ceil(len(targets) / batch_size), show_bar, _projection_line,
                    PROGRESS_SECONDS, unit_name="step", stateful_metrics=["distance"], log_end=True)
     images = pixels.to_unit_range(targets)
-    entries, seconds, sigma = [], 0.0, default_sigma(g.resolution)
+    entries, seconds = [], 0.0
     all_ws, all_noises = [], []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size]
@@ -680,7 +686,7 @@ def project_files(g, names, targets, settings, out_dir, distance, batch_size=8, 
         for i in range(len(batch)):
             name = names[start + i]
             entries.append(write_target_outputs(os.path.join(out_dir, name), name, batch[i], result, i,
-                                                settings.space, sigma))
+                                                settings.space))
             entries[-1]["seconds"] = result.seconds / len(batch)
         all_ws.append(result.ws)
         all_noises.append(result.noises)

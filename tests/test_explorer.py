@@ -17,6 +17,7 @@ from PIL import Image
 import explorer
 import inference
 import labels
+import metrics
 import pixels
 import projection
 import sampling
@@ -78,7 +79,7 @@ def test_a_generated_slice_projects_back_to_itself(opened, tmp_path):
         (step, total)))
     assert steps[-1] == (150, 150) and len(steps) == 150
     mean_slice = np.full_like(target, target.mean())
-    baseline = float(projection.metrics.psnr(mean_slice[None], target[None])[0])
+    baseline = float(metrics.psnr(mean_slice[None], target[None])[0])
     assert psnr > baseline + 10 and psnr > 25, (psnr, baseline)
     assert heat.shape == target.shape[:2] and heat.max() < 0.1
     png, npz = view.save()                                  # the reconstruction is what is saved now
@@ -177,17 +178,23 @@ def test_explore_serves_a_run_answers_a_client_refuses_a_bad_upload_and_stops_on
             process.wait()
 
 
-def test_a_volume_gives_one_target_per_axial_slice_and_the_picked_one_is_projected(opened, tmp_path):
+def test_a_volume_gives_one_target_per_axial_slice_and_the_picked_one_is_projected(opened, tmp_path, monkeypatch):
     import nibabel as nib
     import phantom
     _, model = opened
     view = explorer.Explorer(model, projection.ProjectionSettings(num_steps=2, w_avg_samples=100))
+    load_targets = projection.load_targets
     volume = np.stack(list(phantom.synthetic_slices(5, 32, seed=3)), axis=-1).astype(np.float32)   # [32, 32, 5]
     nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "OAS1_0001_MR1.nii.gz"))
+    decoded = []
+    monkeypatch.setattr(projection, "load_targets", lambda **kw: decoded.append(kw) or load_targets(**kw))
     names, targets = view.targets(str(tmp_path / "OAS1_0001_MR1.nii.gz"))
     assert len(names) == len(targets) > 2 and len(set(names)) == len(names)
     target, *_ = view.project(str(tmp_path / "OAS1_0001_MR1.nii.gz"), index=2)
     np.testing.assert_array_equal(pixels.to_uint8(target), targets[2])
-    assert view.shown.name == names[2]
+    assert view.shown.name == names[2] and len(decoded) == 1              # the upload, and the projection after it
+    os.utime(tmp_path / "OAS1_0001_MR1.nii.gz", (1, 1))                      # a new file at that path: read again
+    view.targets(str(tmp_path / "OAS1_0001_MR1.nii.gz"))
+    assert len(decoded) == 2
     with pytest.raises(ValueError, match=f"has {len(names)} slice"):
         view.project(str(tmp_path / "OAS1_0001_MR1.nii.gz"), index=len(names))
