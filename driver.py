@@ -62,6 +62,7 @@ from absl import app, flags, logging  # noqa: E402
 import checkpointing  # noqa: E402
 import config as config_module  # noqa: E402
 import data  # noqa: E402
+import encoder as encoder_module  # noqa: E402
 import evaluation  # noqa: E402
 import explorer  # noqa: E402
 import inference  # noqa: E402
@@ -79,10 +80,12 @@ USER_ERROR, USAGE_ERROR = 1, 2    # exit statuses (0: success); see the module d
 FLAGS = flags.FLAGS
 
 # What to do.
-flags.DEFINE_enum("mode", "train", ["train", "generate", "export", "evaluate", "project", "explore"],
+flags.DEFINE_enum("mode", "train", ["train", "generate", "export", "evaluate", "project", "encoder", "explore"],
                   "train: train or resume; generate: write images from a checkpoint (--checkpoint); export: save the "
                   "EMA generator as a .keras file; evaluate: quality metrics against real slices; project: find "
                   "real slices (--target, --target_dir) in the generator's latent space, with anomaly maps; "
+                  "encoder: train the projection encoder of a checkpoint (RUN/encoder/), which project then starts "
+                  "from; "
                   "explore: a local web page to look at the model (seeds, truncation, noise, style mixing, labels, "
                   "projection).")
 flags.DEFINE_enum("load", None, ["weights"], "`--load weights` resumes from the latest checkpoint in --output_dir: "
@@ -212,8 +215,14 @@ flags.DEFINE_string("target_dir", None, "project: a folder of slice images (sear
                     "optimised --project_batch at a time.")
 flags.DEFINE_enum("project_space", "w", list(projection.SPACES), "project: optimise one w for every layer (w) or "
                   "one w per layer (wplus: closer reconstructions, less typical latents).")
-flags.DEFINE_integer("project_steps", projection.ProjectionSettings.num_steps,
-                     "project: Adam steps per target (the reference projector's 1000).", lower_bound=1)
+flags.DEFINE_integer("project_steps", None, "project: Adam steps per target (default: the reference projector's "
+                     f"{projection.ProjectionSettings.num_steps} from w_avg, or {encoder_module.REFINE_STEPS} from the "
+                     "encoder's start when the run has one).", lower_bound=1)
+flags.DEFINE_boolean("project_encoder", True, "project: start from the run's projection encoder (RUN/encoder/, made "
+                     "by --mode encoder) where it has one; --noproject_encoder starts at w_avg as the reference does.")
+flags.DEFINE_integer("encoder_steps", encoder_module.EncoderSettings.steps, "encoder: Adam steps of "
+                     f"{encoder_module.EncoderSettings.batch_size} generated and as many training slices.",
+                     lower_bound=1)
 flags.DEFINE_integer("project_batch", 8, "project: targets optimised at once (results are the same as one at a "
                      "time; batches are faster per target).", lower_bound=1)
 flags.DEFINE_string("project_distance", projection.ProjectionSettings.distance,
@@ -246,7 +255,7 @@ HELP_GROUPS = {
     "evaluation": ["eval_kimg", "eval_metrics", "best_by", "eval_images", "eval_dir", "eval_splits", "eval_subjects",
                    "metrics", "inception_weights"],
     "projection": ["target", "target_dir", "project_space", "project_steps", "project_batch", "project_distance",
-                   "project_noise", "project_seed", "vgg16_weights"],
+                   "project_noise", "project_seed", "vgg16_weights", "project_encoder", "encoder_steps"],
     "explorer": ["host", "port"],
 }
 for _field in config_module.TUNABLES:
@@ -439,24 +448,64 @@ def evaluate():
                             training=(options.data_dir, options.splits, options.exclude_subjects))
 
 
-def projection_settings():
-    return projection.ProjectionSettings(
-        num_steps=FLAGS.project_steps, space=FLAGS.project_space, distance=FLAGS.project_distance,
-        optimize_noise=FLAGS.project_noise, seed=FLAGS.project_seed)
+def projection_settings(encoded=False):
+    """The --project_* settings; `encoded`: starting from an encoder (encoder.REFINE_SETTINGS)."""
+    settings = projection.ProjectionSettings(
+        space=FLAGS.project_space, distance=FLAGS.project_distance, optimize_noise=FLAGS.project_noise,
+        seed=FLAGS.project_seed, **(encoder_module.REFINE_SETTINGS if encoded else {}))
+    return settings.replace(num_steps=FLAGS.project_steps) if FLAGS.project_steps else settings
+
+
+def run_encoder(trained):
+    """The run's projection encoder for `trained`, or None (--noproject_encoder, an export, none saved)."""
+    if not FLAGS.project_encoder or FLAGS.exported:
+        return None
+    found = encoder_module.find(runs.Paths(FLAGS.output_dir).encoder, trained.generator)
+    if found is None:
+        return None
+    net, info = found
+    if info.get("checkpoint") != os.path.basename(trained.source):
+        logging.warning("the encoder was trained for %s, and this is %s: its start is less close (train it again "
+                        "with --mode encoder)", info.get("checkpoint"), os.path.basename(trained.source))
+    return net
 
 
 def project():
-    settings = projection_settings()
     trained = open_generator(discriminator=True)
     g, d = projection.unconditional(trained.generator), trained.discriminator
+    net = run_encoder(trained)
+    settings = projection_settings(encoded=net is not None)
     distance = projection.make_distance(settings.distance, d, FLAGS.vgg16_weights, g.resolution)
     names, targets = projection.load_targets(FLAGS.target, FLAGS.target_dir, g.resolution, g.channels)
     out = FLAGS.outdir or os.path.join(FLAGS.output_dir, "projected")
-    logging.info("projecting %d slice(s) at %dx%d in %s, %d steps, distance %s", len(names), g.resolution,
-                 g.resolution, settings.space, settings.num_steps, distance.name)
-    summary = projection.project_files(g, names, targets, settings, out, distance, FLAGS.project_batch)
+    logging.info("projecting %d slice(s) at %dx%d in %s, %d steps from %s, distance %s", len(names), g.resolution,
+                 g.resolution, settings.space, settings.num_steps, "w_avg" if net is None else "the encoder's start",
+                 distance.name)
+    summary = projection.project_files(g, names, targets, settings, out, distance, FLAGS.project_batch,
+                                       encoder=net)
     logging.info("projected %d slice(s): mean PSNR %.2f dB, SSIM %.3f, %.1f s per slice; outputs in %s",
                  len(names), summary["mean_psnr"], summary["mean_ssim"], summary["seconds_per_target"], out)
+
+
+def train_encoder():
+    if FLAGS.exported:
+        raise ValueError("the encoder is trained for a checkpoint of a run, beside which it is saved: leave out "
+                         "--exported and give the run's --output_dir")
+    paths = runs.Paths(FLAGS.output_dir)
+    options = resume.resolve_run_data(paths, run_options(), resume=False)       # the run's data unless typed
+    trained = open_generator(discriminator=True)
+    g = projection.unconditional(trained.generator)
+    reals = data.load_slices(options.data_dir, g.resolution, paths.cache, splits=options.splits,
+                             channels=g.channels, exclude_subjects=options.exclude_subjects)
+    settings = encoder_module.EncoderSettings(steps=FLAGS.encoder_steps, seed=FLAGS.seed)
+    logging.info("training the projection encoder of %s for %d steps on generated slices and %d training slices",
+                 trained.source, settings.steps, len(reals))
+    net, history = encoder_module.train_encoder(g, reals, settings, trained.discriminator)
+    info = {"checkpoint": os.path.basename(trained.source), "images_seen": trained.images_seen,
+            "settings": dataclasses.asdict(settings), "final": encoder_module.mean_terms(history)}
+    encoder_module.save(paths.encoder, net, info)
+    logging.info("saved the encoder to %s (last 100 steps: %s); --mode project now starts from it", paths.encoder,
+                 ", ".join(f"{k} {v:.4g}" for k, v in info["final"].items()))
 
 
 def explore():
@@ -517,7 +566,7 @@ def main(argv):
             if not (FLAGS["mode"].present or FLAGS.load):
                 return 0
         {"train": train, "generate": generate_images, "export": export, "evaluate": evaluate,
-         "project": project, "explore": explore}[FLAGS.mode]()
+         "project": project, "encoder": train_encoder, "explore": explore}[FLAGS.mode]()
     except (data.DataError, runs.RunError, NonFiniteLossError, ValueError, FileNotFoundError) as e:
         logging.error("%s", e)
         return USER_ERROR

@@ -376,20 +376,28 @@ class Projector:
         self.slots[batch] = dict(w=w, noises=noises, optimizer=optimizer, step=step, render=render)
         return self.slots[batch]
 
-    def project(self, targets, progress=None):
+    def project(self, targets, progress=None, start=None):
         """targets float [B, R, R, C] in [-1, 1] -> Projection. `progress`: a callable(step, distances)
-        called after every step (e.g. a progress bar), or None."""
+        called after every step (e.g. a progress bar), or None. `start`: styles [B, num_ws, w_dim] to
+        start from (an encoder's, averaged over the layers in W) with the generator's fixed noise maps,
+        so that step 0 renders what `start` alone gives; None starts at w_avg and random maps."""
         s = self.settings
         targets = tf.constant(np.asarray(targets, np.float32))
         batch = int(targets.shape[0])
         slot = self._slot(batch)
         rngs = [target_seed(t, s.seed) for t in np.asarray(targets)]
         # Each target's generator draws its noise maps first, then its latent noise step by step.
-        slot["w"].assign(np.tile(self.w_avg[None, None], [batch, self.num_latents, 1]))
+        if start is None:
+            slot["w"].assign(np.tile(self.w_avg[None, None], [batch, self.num_latents, 1]))
+        else:
+            start = np.asarray(start, np.float32)
+            slot["w"].assign(start if s.space == "wplus" else start.mean(axis=1, keepdims=True))
         if s.optimize_noise:
             for i, variable in enumerate(slot["noises"]):
-                variable.assign(np.stack([rng.standard_normal(self.noise_shapes[i]) for rng in rngs])
-                                .astype(np.float32))
+                maps = np.stack([rng.standard_normal(self.noise_shapes[i]) for rng in rngs])  # drawn either way
+                if start is not None:
+                    maps = np.repeat(np.asarray(self.g.synthesis.noises[i].const_noise), batch, axis=0)
+                variable.assign(maps.astype(np.float32))
         for variable in slot["optimizer"].variables:    # fresh Adam: zero moments and iteration count
             variable.assign(tf.zeros_like(variable))
 
@@ -662,10 +670,11 @@ def _projection_line(done, total, seconds, values):
     return f"projection: step {done}/{total}, mean distance {dict(values)['distance']:.4g}, {seconds:.0f} s"
 
 
-def project_files(g, names, targets, settings, out_dir, distance, batch_size=8, progress=None):
+def project_files(g, names, targets, settings, out_dir, distance, batch_size=8, progress=None, encoder=None):
     """Project uint8 `targets` [N, R, R, C] named `names` in batches; write `out_dir/<name>/` and
     `out_dir/summary.json`. `progress`: True for a progress bar, False for log lines every few
-    seconds, None for a bar only on a terminal. Returns the summary dict."""
+    seconds, None for a bar only on a terminal. `encoder` (encoder.py), when given, gives each
+    batch its start. Returns the summary dict."""
     if targets.shape[1] != g.resolution or targets.shape[-1] != g.channels:
         raise ValueError(f"targets are {targets.shape[1:]}, the generator makes "
                          f"{(g.resolution, g.resolution, g.channels)}")
@@ -680,8 +689,11 @@ def project_files(g, names, targets, settings, out_dir, distance, batch_size=8, 
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size]
         done = start // batch_size * settings.num_steps                      # the earlier batches' steps
+        began = time.time()
+        start_ws = None if encoder is None else np.asarray(encoder(batch, training=False))
         result = projector.project(batch, progress=lambda step, distances, done=done: bar.update(
-            done + step, [("distance", float(np.mean(distances)))]))
+            done + step, [("distance", float(np.mean(distances)))]), start=start_ws)
+        result.seconds = time.time() - began                               # with the encoder's pass
         seconds += result.seconds
         for i in range(len(batch)):
             name = names[start + i]
@@ -698,7 +710,7 @@ def project_files(g, names, targets, settings, out_dir, distance, batch_size=8, 
                "mean_psnr": float(np.mean([e["psnr"] for e in entries])),
                "mean_ssim": float(np.mean([e["ssim"] for e in entries])),
                "mean_distance": float(np.mean([e["distance"] for e in entries])),
-               "seconds_per_target": seconds / len(entries), "batch_size": batch_size,
+               "seconds_per_target": seconds / len(entries), "batch_size": batch_size, "encoder": encoder is not None,
                "resolution": int(g.resolution)}
     atomic.write_json(os.path.join(out_dir, "summary.json"), summary)
     return summary

@@ -41,7 +41,7 @@ class Paths:
 
     def __getattr__(self, name):
         folders = {"checkpoints": "checkpoints", "samples": "samples", "cache": "cache", "logs": "logs",
-                   "generated": "generated", "exports": "exports", "evaluation": "evaluation"}
+                   "generated": "generated", "exports": "exports", "evaluation": "evaluation", "encoder": "encoder"}
         if name not in folders:
             raise AttributeError(name)
         return os.path.join(self.root, folders[name])
