@@ -21,7 +21,6 @@ import sys
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 import atomic
 import pixels

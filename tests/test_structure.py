@@ -42,8 +42,8 @@ def test_the_imports_have_no_cycle():
     assert "training" in GRAPH["driver"] and "evaluation" in GRAPH["training"]   # the graph is really read
 
 
-@pytest.mark.parametrize("module", ["sampling", "evaluation", "projection", "encoder", "inference", "explorer", "runs",
-                                    "checkpointing", "data"])
+@pytest.mark.parametrize("module", ["sampling", "evaluation", "projection", "encoder", "inference", "explorer",
+                                    "runs", "checkpointing", "data"])
 def test_using_a_trained_model_never_loads_the_training_loop(module):
     assert "training" not in reachable(module)
 
