@@ -382,6 +382,18 @@ def test_held_out_slices_stored_upside_down_are_found_and_paired_with_their_leve
     assert scores["flipped up-down"] > scores["as stored"]
 
 
+def test_each_image_statistic_scores_a_small_bright_lesion_against_a_faint_overall_change(study):
+    """One pixel 0.5 off in each lesioned slice, 0.1 everywhere in each clean one (sigma 0): the peak and
+    the 99th percentile (0.425 here) find the lesions, the mean inside the brain ranks the clean ones higher."""
+    lesioned = np.zeros([2, 4, 4, 1], np.float32)
+    lesioned[:, 1, 2] = 1.0                                                        # residual 0.5 in [0, 1] units
+    clean = np.full([2, 4, 4, 1], 0.2, np.float32)                                  # residual 0.1 everywhere
+    refs, regions, masks = np.zeros_like(lesioned), np.ones([2, 4, 4], bool), lesioned[..., 0] > 0
+    scores, _ = study.detection_scores(lesioned, clean, refs, refs, masks, regions, sigma=0)
+    assert scores["image_auroc_by_statistic"] == {"max": 1.0, "q99": 1.0, "mean": 0.0}
+    assert scores["image_auroc"] == 1.0 and scores["pixel_auroc"] == 1.0
+
+
 def test_held_out_subjects_leave_the_training_slices_whatever_way_their_ids_are_written(study):
     levels = np.array([1, 2, 1, 2, 1])
     subjects = ["37", "37", "384", "5", "5"]

@@ -27,6 +27,9 @@ What it does, with the run's EMA generator (latest checkpoint in RUN_DIR, or --c
 - Distances: with --compare, the same on --compare_slices slices and --compare_steps steps for
   each distance, plus recovery of --compare_generated generated slices whose w is known.
 - Timing: seconds per projected slice one at a time and in batches of --batch.
+- The encoder: with --encoder, every projection starts from the run's projection encoder (made by
+  `driver.py --mode encoder`) at its refining settings, and --steps 0 is the encoder alone;
+  the timing then also times the encoder alone and the encoder plus its default steps.
 
 Prints markdown tables, writes docs/projection_real.png and docs/projection_lesions.png (--docs)
 and every number as JSON (--json, default RUN_DIR/projection_eval.json).
@@ -44,17 +47,22 @@ from absl import logging  # noqa: E402
 
 import atomic  # noqa: E402
 import data  # noqa: E402
+import encoder as E  # noqa: E402
 import inference  # noqa: E402
 import labels  # noqa: E402
 import metrics  # noqa: E402
 import pixels  # noqa: E402
 import projection as P  # noqa: E402
+import runs  # noqa: E402
 
 LESION_RADII = (1.5, 3.0, 5.0)        # pixels at 64x64 (scaled with the resolution): ~1, 2 and 3.5 cm wide
 LESION_CONTRASTS = (0.15, 0.3)        # intensity change in [0, 1] units (brain tissue is about 0.3-0.7)
 HEAD_LEVEL = 0.15                     # the mean slice is head above this ([0, 1] units) ...
 SKULL_MARGIN = 5.0                    # ... and brain this many pixels (at 64x64) inside the head's edge
 MIN_BRAIN_FRACTION = 0.2              # lesions only in slices whose brain region covers this much
+# A whole slice's anomaly score from its map inside the brain: the peak finds a small lesion, a high
+# quantile ignores a few stray pixels, the mean sums a large faint one.
+IMAGE_STATISTICS = {"max": np.max, "q99": lambda v: np.quantile(v, 0.99), "mean": np.mean}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,6 +221,27 @@ def lesion_kinds():
 # Projection runs
 # ---------------------------------------------------------------------------------------------
 
+class EncoderStart:
+    """A projector that starts each batch from the encoder's styles; with `projector` None, it returns
+    the encoder's reconstruction alone (no step). Has what the study uses of a Projector."""
+
+    def __init__(self, g, encoder, projector=None, w_stats=None):
+        self.g, self.encoder, self.projector = g, encoder, projector
+        self.w_std = projector.w_std if projector else (w_stats or P.latent_stats(g))[1]
+
+    def project(self, targets):
+        began = time.time()
+        ws = E.encode(self.encoder, targets)
+        if self.projector is not None:
+            result = self.projector.project(targets, start=ws)
+            result.seconds = time.time() - began
+            return result
+        images = np.asarray(E.reconstruct(self.g, ws))
+        distance = np.mean(np.square(images - targets), axis=(1, 2, 3))
+        return P.Projection(ws=ws, noises=[], images=images, distance=distance, history=distance[None],
+                            frames=images[None], seconds=time.time() - began, first_step_seconds=0.0)
+
+
 def project_all(projector, images, batch, label):
     """Reconstructions [N, R, R, C], their distances [N] and the seconds per slice-step (first steps,
     which trace, left out), projecting `batch` at a time."""
@@ -271,10 +300,13 @@ def detection_scores(lesioned, clean, lesion_refs, clean_refs, masks, regions, s
     heat_lesioned = P.anomaly_map(lesioned, lesion_refs, sigma)                 # [n, R, R]
     heat_clean = P.anomaly_map(clean, clean_refs, sigma)
     pixel = metrics.auroc(heat_lesioned[regions], masks[regions])
-    image_scores = np.concatenate([np.where(regions, heat_lesioned, 0).max(axis=(1, 2)),
-                                   np.where(regions, heat_clean, 0).max(axis=(1, 2))])
-    image = metrics.auroc(image_scores, np.r_[np.ones(len(lesioned)), np.zeros(len(clean))].astype(bool))
-    return {"pixel_auroc": pixel, "image_auroc": image}, heat_lesioned
+    truth = np.r_[np.ones(len(lesioned)), np.zeros(len(clean))].astype(bool)
+    by_statistic = {}
+    for name, statistic in IMAGE_STATISTICS.items():
+        scores = [[statistic(h[r]) for h, r in zip(heat, regions)] for heat in (heat_lesioned, heat_clean)]
+        by_statistic[name] = metrics.auroc(np.concatenate(scores), truth)
+    return {"pixel_auroc": pixel, "image_auroc": by_statistic["max"], "image_auroc_by_statistic": by_statistic}, \
+        heat_lesioned
 
 
 def lesion_study(projector, images, recons, levels, means, resolution, n, batch, seed):
@@ -316,10 +348,18 @@ def generated_recovery(g, projector, n, batch):
             "w_error_in_w_std": float(np.concatenate(errors).mean()), "n": n}
 
 
-def timing(g, settings, distance, w_stats, images, steps, batch):
-    """Seconds per slice projected one at a time and in batches, measured after tracing each."""
-    settings = settings.replace(num_steps=steps, snapshots=1)
+def timing(g, settings, distance, w_stats, images, steps, batch, encoder=None):
+    """Seconds per slice projected one at a time and in batches, measured after tracing each; with
+    `encoder`, also the encoder alone and the encoder plus its default steps, batched."""
     out = {"steps": steps}
+    if encoder is not None:
+        for label, projector in (("encoder_alone", None), (f"encoder_and_{E.REFINE_STEPS}_steps", P.Projector(
+                g, settings.replace(**E.REFINE_SETTINGS, snapshots=1), distance, w_stats))):
+            started = EncoderStart(g, encoder, projector, w_stats)
+            started.project(images[:batch])                                   # traces
+            seconds = sum(started.project(images[i:i + batch]).seconds for i in range(0, 2 * batch, batch))
+            out[label] = {"batch": batch, "seconds_per_slice": seconds / (2 * batch)}
+    settings = settings.replace(num_steps=steps, snapshots=1)
     for label, size in (("one_at_a_time", 1), ("batched", batch)):
         projector = P.Projector(g, settings, distance, w_stats)
         projector.project(images[:size])                                      # traces the step
@@ -387,7 +427,8 @@ def print_tables(report):
     """Markdown tables of whatever the report holds."""
     if "reconstruction" in report:
         r = report["reconstruction"]
-        print(f"\n### Reconstruction ({report['distance']}, {report['space']}, {report['steps']} steps)\n")
+        start = "the encoder" if report.get("encoder") else "w_avg"
+        print(f"\n### Reconstruction ({report['distance']}, {report['space']}, {report['steps']} steps from {start})\n")
         print("| slices | n | PSNR (dB) | SSIM |\n|---|---|---|---|")
         for key, label in (("validate", "held-out (validate)"), ("held_out_subjects", "held-out training-split "
                            "subjects, same levels"), ("train", "training, same levels")):
@@ -404,6 +445,10 @@ def print_tables(report):
               f"{les['ours']['image_auroc']:.3f} |")
         print(f"| baseline: residual to the mean training slice of the level | {les['baseline']['pixel_auroc']:.3f} | "
               f"{les['baseline']['image_auroc']:.3f} |")
+        print("\n| image score inside the brain | image AUROC, ours | image AUROC, baseline |\n|---|---|---|")
+        for name in IMAGE_STATISTICS:
+            print(f"| {name} | {les['ours']['image_auroc_by_statistic'][name]:.3f} | "
+                  f"{les['baseline']['image_auroc_by_statistic'][name]:.3f} |")
         print("\n| lesions | pixel AUROC, ours | pixel AUROC, baseline |\n|---|---|---|")
         for kind, values in les["pixel_auroc_by_kind"].items():
             print(f"| {kind} | {values['ours']:.3f} | {values['baseline']:.3f} |")
@@ -415,6 +460,8 @@ def print_tables(report):
         for key in ("one_at_a_time", "batched"):
             print(f"| {key.replace('_', ' ')} | {t[key]['batch']} | {t[key]['seconds_per_slice_step']:.4f} | "
                   f"{t[key]['seconds_per_slice_1000_steps']:.1f} |")
+        for key in [k for k in t if k.startswith("encoder")]:
+            print(f"| {key.replace('_', ' ')} | {t[key]['batch']} | | {t[key]['seconds_per_slice']:.3f} s per slice |")
     if report.get("comparison"):
         print(f"\n### Distances compared ({report['compare_steps']} steps)\n")
         print("| distance | held-out PSNR | held-out SSIM | training PSNR | pixel AUROC | image AUROC | generated: "
@@ -441,7 +488,8 @@ def main():
                         "(default: driver.py's default)")
     parser.add_argument("--slices", type=int, default=100, help="held-out slices, and as many training slices")
     parser.add_argument("--lesions", type=int, default=64, help="lesioned held-out slices")
-    parser.add_argument("--steps", type=int, default=1000, help="projection steps (the reference's 1000)")
+    parser.add_argument("--steps", type=int, default=1000, help="projection steps (the reference's 1000; with "
+                        "--encoder, 0 is the encoder alone)")
     parser.add_argument("--distance", default="mse", help="distance of the main study (see driver --help)")
     parser.add_argument("--space", default="w", choices=P.SPACES)
     parser.add_argument("--batch", type=int, default=8, help="targets projected at once")
@@ -460,6 +508,8 @@ def main():
                         "without (its --exclude_subjects): left out of the training slices and reconstructed as "
                         "a further held-out set at the same levels")
     parser.add_argument("--seed", type=int, default=0, help="lesion placement and projection seed")
+    parser.add_argument("--encoder", action="store_true", help="start every projection from the run's encoder "
+                        "(driver.py --mode encoder) at its refining settings; --steps 0: the encoder alone")
     args = parser.parse_args()
     logging.set_verbosity(logging.INFO)
     try:
@@ -492,10 +542,22 @@ def study_run(args):
                  resolution)
     w_stats = P.latent_stats(g)
     base = P.ProjectionSettings(space=args.space, seed=args.seed)
+    net = None
+    if args.encoder:
+        found = E.find(runs.Paths(args.run_dir).encoder, g)
+        if found is None:
+            raise FileNotFoundError(f"no projection encoder in {args.run_dir}: train one with python driver.py "
+                                    f"--mode encoder --output_dir {args.run_dir}")
+        net = found[0]
+        logging.info("starting from the encoder trained for %s", found[1].get("checkpoint"))
+    elif args.steps < 1:
+        raise ValueError("--steps 0 is the encoder alone: add --encoder")
 
     def study(spec, n_slices, n_lesions, steps):
-        settings = base.replace(num_steps=steps, distance=spec)
+        settings = base.replace(**(E.REFINE_SETTINGS if net else {})).replace(num_steps=max(steps, 1), distance=spec)
         projector = P.Projector(g, settings, P.make_distance(spec, d, resolution=resolution), w_stats)
+        if net is not None:
+            projector = EncoderStart(g, net, projector if steps > 0 else None, w_stats)
         pick = evenly_spaced(len(val_images), n_slices)
         levels = val_levels[pick]
         val = pixels.to_unit_range(val_images[pick])
@@ -508,7 +570,8 @@ def study_run(args):
         return projector, recon_report, lesion_report, (val, val_recon, train, train_recon, examples)
 
     report = {"run_dir": args.run_dir, "resolution": resolution, "distance": args.distance, "space": args.space,
-              "steps": args.steps, "compare_steps": args.compare_steps, "held_out_orientation": orientation}
+              "steps": args.steps, "compare_steps": args.compare_steps, "held_out_orientation": orientation,
+              "encoder": bool(net)}
     comparison = {}
     for spec in [s for s in args.compare.split(",") if s]:
         start = time.time()
@@ -530,7 +593,7 @@ def study_run(args):
         images = pixels.to_unit_range(val_images[evenly_spaced(len(val_images), 2 * args.batch)])
         report["timing"] = timing(g, base.replace(distance=args.distance),
                                   P.make_distance(args.distance, d, resolution=resolution), w_stats, images,
-                                  args.timing_steps, args.batch)
+                                  args.timing_steps, args.batch, net)
         report["cpu"] = cpu_model()
     atomic.write_json(args.json or os.path.join(args.run_dir, "projection_eval.json"), report)
     print_tables(report)
