@@ -348,6 +348,13 @@ def subject_of(path):
     return None
 
 
+def subjects_of(sources):
+    """Each slice's subject (`subject_of` its file) from `load_slices`' sources: [N] str, or None
+    when there are no sources or a file is named without one."""
+    subjects = [subject_of(path) for path, _, _ in sources or ()]
+    return np.array(subjects) if subjects and None not in subjects else None
+
+
 def _normal_id(subject):
     subject = str(subject)
     subject = subject[5:] if subject.startswith("case_") else subject

@@ -39,7 +39,7 @@ class EncoderSettings:
     steps: int = 2000                # Adam steps
     batch_size: int = 16             # generated slices per step, and as many real ones
     learning_rate: float = 1e-3
-    latent_weight: float = 1.0       # squared error of the predicted styles of generated slices, / w_std^2
+    latent_weight: float = 1.0       # mean squared error of generated slices' predicted styles, / (w_std^2 / w_dim)
     pixel_weight: float = 1.0        # mean squared pixel error of the reconstructions, generated and real
     feature_weight: float = 1.0      # the discriminator-feature distance of real slices' reconstructions ('dfeat')
     width: int = 32                  # feature maps at full resolution, doubled at each halving ...
@@ -93,7 +93,7 @@ def _training_line(done, total, seconds, values):
 def train_encoder(g, reals, settings=EncoderSettings(), discriminator=None, w_stats=None, progress=None):
     """An encoder for the unconditional generator `g`, trained for `settings.steps` Adam steps. Each
     step draws `batch_size` z, maps them to w (one w for every layer) and renders them with random
-    noise; the encoder is taught their styles (latent term, over w_std^2) and to reconstruct them
+    noise; the encoder is taught their styles (latent term: 1 for w_avg's error) and to reconstruct them
     (pixel term). It also reconstructs as many real slices from `reals` (uint8 [N, R, R, C], mirrored
     at random): pixel term, plus the distance on `discriminator`'s features when one is given. The
     generator (and discriminator) stay frozen. Returns (encoder, history: [steps] dicts of the terms)."""
@@ -112,7 +112,7 @@ def train_encoder(g, reals, settings=EncoderSettings(), discriminator=None, w_st
         fake = g.synthesis(ws, noise_mode="random")
         with tf.GradientTape() as tape:
             predicted = encoder(tf.concat([fake, real], 0), training=True)           # [2B, num_ws, w_dim]
-            latent = tf.reduce_mean(tf.square(predicted[:s.batch_size] - ws)) / w_std ** 2
+            latent = tf.reduce_mean(tf.square(predicted[:s.batch_size] - ws)) / (w_std ** 2 / g.w_dim)  # 1: w_avg
             images = reconstruct(g, predicted)
             pixel = tf.reduce_mean(projection.pixel_mse(images, tf.concat([fake, real], 0)))
             feature = tf.constant(0.0)

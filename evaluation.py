@@ -13,6 +13,7 @@ that need InceptionV3 features are None when its weights are unavailable; the re
 import functools
 import json
 import os
+import typing
 
 import numpy as np
 from absl import logging
@@ -63,6 +64,7 @@ TRAINED_METRICS = ("c2st", "noise", "level")   # fit a model to the training sli
 LEVEL_MAE_TARGET = 0.1   # the level read-back a slice-conditional model should reach (a tenth of the range)
 LEVEL_THIRDS = tuple(f"level_mae_{name}" for name in levels.THIRDS)
 NOISE_LATENTS, NOISE_DRAWS = 64, 4   # the noise share: this many latents, each under this many noise draws
+C2ST_FOLDS = 4                       # cross-validation folds of C2ST (by subject where known)
 
 
 def check_metrics(names, flag="--metrics"):
@@ -126,19 +128,48 @@ def level_reader(images, c, spec):
     return levels.fit_ridge(pixels.to_unit_range(images), c[:, slice_index(spec)], levels.TRAINING_PENALTY)
 
 
-def c2st_floor(train_reals, seed=0):
-    """C2ST between two disjoint random halves of the training slices: what the test gives for sets
-    that do not differ (about 0.5; more only by chance or for very few slices)."""
-    return metrics.c2st(*metrics.split_halves(train_reals, seed), seed=seed)
+class TrainingSample(typing.NamedTuple):
+    """What C2ST compares generated slices with (`training_sample`)."""
+    images: np.ndarray               # [N, R, R, C] in [-1, 1]
+    subjects: np.ndarray | None      # [N] each slice's subject, where there are enough to fold by
 
 
-def training_sample(images, count, seed=0):
-    """At most `count` of the training slices, drawn by `seed`, in [-1, 1]: what C2ST compares the
-    generated slices with. Not the held-out reference: a small CNN tells one set of subjects from
-    another by their heads alone (AUC 0.995, 8 training against 3 held-out OASIS subjects at 64x64,
-    docs/quality.md), so only the training subjects give a floor near 0.5."""
-    chosen = np.sort(np.random.default_rng(seed).permutation(len(images))[:count])
-    return pixels.to_unit_range(images[chosen])
+def c2st_floor(sample, seed=0):
+    """C2ST between two halves of the training slices (a `TrainingSample`), what the test gives for
+    sets that do not differ: with subjects, half the subjects against the other half, each folded by
+    subject as the score is (about 0.5); without, two random halves."""
+    images, subjects = sample
+    names = np.unique(subjects) if subjects is not None else ()
+    if len(names) < 2 * C2ST_FOLDS:
+        return metrics.c2st(*metrics.split_halves(images, seed), seed=seed, folds=C2ST_FOLDS)
+    half = np.isin(subjects, np.random.default_rng(seed).permutation(names)[:len(names) // 2])
+    return metrics.c2st(images[half], images[~half], seed=seed, folds=C2ST_FOLDS, real_groups=subjects[half],
+                        fake_groups=subjects[~half])
+
+
+def training_sample(images, count, seed=0, subjects=None, mirror=False):
+    """At most `count` of the training slices uint8 [N, R, R, C], drawn by `seed`, as a
+    `TrainingSample` in [-1, 1]: what C2ST compares the generated slices with.
+
+    Not the held-out reference: a small CNN tells one set of subjects from another by their heads
+    alone (AUC 1.000 for 4 OASIS training subjects against the other 4 at 64x64, docs/quality.md).
+    For the same reason the test folds by subject where `subjects` [N] names at least C2ST_FOLDS of
+    them: it is then always tested on subjects it did not train on, and a generator is not asked to
+    copy its training heads to pass. With `mirror` (a run that trained on slices flipped left-right at
+    random), each is flipped with probability 1/2, as the generator saw them: a flipped set of real
+    slices is told from the unflipped one at AUC 1.000."""
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.permutation(len(images))[:count])
+    sample = pixels.to_unit_range(images[chosen])
+    if mirror:
+        flip = rng.random(len(sample)) < 0.5
+        sample = np.where(flip[:, None, None, None], sample[:, :, ::-1], sample)
+    if subjects is None or len(np.unique(np.asarray(subjects)[chosen])) < C2ST_FOLDS:
+        if subjects is not None:
+            logging.info("C2ST: fewer than %d subjects among the training slices, so its folds are random; "
+                         "it may tell apart the subjects' heads, not only real from generated", C2ST_FOLDS)
+        return TrainingSample(sample, None)
+    return TrainingSample(sample, np.asarray(subjects)[chosen])
 
 
 def evaluate_images(generated, reals, feature_fn=None, seed=0, names=tuple(n for n in METRICS if n not in TRAINED_METRICS),
@@ -146,7 +177,7 @@ def evaluate_images(generated, reals, feature_fn=None, seed=0, names=tuple(n for
                     level_weights=None):
     """The metrics `names` (see METRICS) of `generated` against `reals` (both [N, R, R, C] in
     [-1, 1]) as one flat dict. "c2st" and "noise" compare with `train_reals` instead (training
-    slices, `training_sample`); "noise" also needs the same generator's `noise_off` slices and its
+    slices and their subjects, a `TrainingSample`); "noise" also needs the same generator's `noise_off` slices and its
     noise `draws` [N, K, R, R, C] (`generate` makes all three). "level" reads the levels of
     `level_generated`, asked for at `level_requested`, with `level_weights` (`level_reader`).
 
@@ -180,8 +211,10 @@ def evaluate_images(generated, reals, feature_fn=None, seed=0, names=tuple(n for
                 report["precision"], report["recall"] = metrics.precision_recall(real_features, fake_features)
     if train_reals is None and any(n in names for n in ("c2st", "noise")):
         raise ValueError("C2ST compares generated with training slices: give train_reals (evaluation.training_sample)")
+    if train_reals is not None:
+        train_reals, train_subjects = train_reals
     if "c2st" in names:
-        report["c2st"] = metrics.c2st(train_reals, generated, seed=seed)
+        report["c2st"] = metrics.c2st(train_reals, generated, seed=seed, folds=C2ST_FOLDS, real_groups=train_subjects)
         if "swd" in names:   # --best_by c2st_swd: ProGAN's SWD, scaled by how far the classifier is above chance
             report["c2st_swd"] = report["swd_each_avg"] * max(2.0 * (report["c2st"] - 0.5), 0.01)
     if "noise" in names:
@@ -190,7 +223,8 @@ def evaluate_images(generated, reals, feature_fn=None, seed=0, names=tuple(n for
                              "(evaluation.generate makes them)")
         for level, share in metrics.noise_variance_shares(draws).items():
             report["noise_share" if level == "all" else f"noise_share_{level}"] = share
-        report["c2st_noise_off"] = metrics.c2st(train_reals, noise_off, seed=seed)
+        report["c2st_noise_off"] = metrics.c2st(train_reals, noise_off, seed=seed, folds=C2ST_FOLDS,
+                                                real_groups=train_subjects)
     if "level" in names:
         if level_weights is None or level_generated is None:
             raise ValueError("the level metric needs slices asked for at known levels and a level reader "
@@ -312,13 +346,12 @@ def evaluate_run(paths, trained, reference, num_images=None, seed=0, inception_w
         folder, splits, excluded = training
         load = functools.partial(data.load_slices, folder, g.resolution, paths.cache, splits=splits,
                                  channels=g.channels, exclude_subjects=excluded)
+        train, sources = load(with_sources=True) if folder else (load(), None)
         if "level" in names:
-            train, sources = load(with_sources=True)
             train_c, keep = labels.encode_sources(spec, sources)
             sets["level_weights"] = level_reader(train[keep], train_c[keep], spec)
-        else:
-            train = load()
-        sets["train_reals"] = training_sample(train, count, seed)
+        sets["train_reals"] = training_sample(train, count, seed, data.subjects_of(sources),
+                                              mirror=trained.config.mirror if trained.config else True)
     feature_fn = functools.partial(metrics.inception_features, weights=inception_weights or "imagenet")
     report = {"kimg": None if images_seen is None else images_seen / 1000, "resolution": g.resolution,
               "seed": seed, "exported": exported,

@@ -420,7 +420,21 @@ def c2st_classifier(resolution, channels, seed):
     return keras.Sequential(layers)
 
 
-def c2st(real, fake, folds=4, epochs=20, batch_size=32, learning_rate=1e-3, seed=0, max_images=1000):
+def c2st_folds(count, folds, rng, groups=None):
+    """Fold of each of `count` images: at random, evenly (stratified); with `groups` (one label per
+    image, e.g. its subject), each group whole in one fold, the groups dealt out at random, so a
+    classifier is always tested on groups it never saw. [count] -> int [count]"""
+    if groups is None:
+        return rng.permutation(count) % folds
+    names = np.unique(groups)
+    if len(names) < folds:
+        raise ValueError(f"C2ST with {folds} folds by group needs at least {folds} groups, got {len(names)}")
+    fold_of = {names[j]: i % folds for i, j in enumerate(rng.permutation(len(names)))}
+    return np.array([fold_of[g] for g in groups])
+
+
+def c2st(real, fake, folds=4, epochs=20, batch_size=32, learning_rate=1e-3, seed=0, max_images=1000,
+         real_groups=None, fake_groups=None):
     """Classifier two-sample test: the ROC AUC with which a small CNN (`c2st_classifier`), trained
     from scratch, tells `fake` from `real` on images it was not trained on, averaged over `folds`
     folds of cross-validation. 0.5: it cannot tell them apart; 1.0: it always can. Unlike SWD, which
@@ -429,7 +443,13 @@ def c2st(real, fake, folds=4, epochs=20, batch_size=32, learning_rate=1e-3, seed
     Both sets are cut to the same size, at most `max_images` each (balanced classes, bounded cost:
     about folds * epochs * (folds - 1) / folds * 2 * n image passes). Every random choice (which
     images, fold membership, batch order, initial weights) follows `seed`, so the same inputs give
-    the same AUC. [N, R, R, C], [M, R, R, C] in [-1, 1] -> float"""
+    the same AUC.
+
+    `real_groups`, `fake_groups`: one label per image (its subject) to keep each group in one fold
+    (`c2st_folds`). With few subjects the CNN learns their heads: real slices of subjects it saw in
+    training are told from anything else, new subjects' real slices too. Grouped folds test it on
+    subjects it never saw, so only what tells generated slices from real ones in general counts.
+    [N, R, R, C], [M, R, R, C] in [-1, 1] -> float"""
     real, fake = _check_pair(real, fake)
     if folds < 2:
         raise ValueError(f"C2ST needs at least 2 folds, got {folds}")
@@ -437,9 +457,11 @@ def c2st(real, fake, folds=4, epochs=20, batch_size=32, learning_rate=1e-3, seed
     n = min(len(real), len(fake), max_images)
     if n < folds:
         raise ValueError(f"C2ST with {folds} folds needs at least {folds} images per set, got {n}")
-    x = np.concatenate([real[rng.permutation(len(real))[:n]], fake[rng.permutation(len(fake))[:n]]])
+    chosen_real, chosen_fake = rng.permutation(len(real))[:n], rng.permutation(len(fake))[:n]
+    x = np.concatenate([real[chosen_real], fake[chosen_fake]])
     y = np.r_[np.zeros(n), np.ones(n)].astype(np.float32)                       # 1: generated
-    fold = np.concatenate([rng.permutation(n) % folds, rng.permutation(n) % folds])  # stratified
+    fold = np.concatenate([c2st_folds(n, folds, rng, _chosen(real_groups, chosen_real)),
+                           c2st_folds(n, folds, rng, _chosen(fake_groups, chosen_fake))])
     # One model and one traced training step serve every fold: each starts from the same weights
     # and a reset optimizer. A loop of steps, not fit(): its per-epoch overhead was 60% of the cost.
     model = c2st_classifier(x.shape[1], x.shape[3], seed)
@@ -469,6 +491,10 @@ def c2st(real, fake, folds=4, epochs=20, batch_size=32, learning_rate=1e-3, seed
         logits = np.concatenate([model(x[test[i:i + 256]])[:, 0] for i in range(0, len(test), 256)])
         scores.append(auroc(logits, y[test] > 0.5))
     return float(np.mean(scores))
+
+
+def _chosen(groups, chosen):
+    return None if groups is None else np.asarray(groups)[chosen]
 
 
 def split_halves(images, seed=0):

@@ -441,13 +441,18 @@ def preview_labels(options):
 def load_training_slices(config, options, paths, spec=None):
     """The training slices, and for a conditional run its label definition and their labels
     [N, c_dim]: a new run fits the definition to its slices (labels.build), a resumed one keeps its
-    saved `spec` (`plan`), so its labels keep their meaning. Returns (images, spec or None, labels or None)."""
+    saved `spec` (`plan`), so its labels keep their meaning. Returns (images, spec or None, labels or None,
+    each slice's subject or None: data.subjects_of)."""
     load = functools.partial(data.load_slices, options.data_dir, config.resolution, paths.cache,
                              splits=options.splits, channels=config.channels, seed=config.seed,
                              exclude_subjects=options.exclude_subjects)
-    if spec is None and (options.resume or not options.condition):
-        return load(), None, None
+    unlabelled = spec is None and (options.resume or not options.condition)
+    if unlabelled and options.data_dir is None:          # the built-in phantom has no subjects
+        return load(), None, None, None
     images, sources = load(with_sources=True)
+    subjects = data.subjects_of(sources)
+    if unlabelled:
+        return images, None, None, subjects
     if spec is None:
         spec = labels.build(list(options.condition), sources, options.labels, options.labels_missing)
     c, keep = labels.encode_sources(spec, sources)
@@ -456,7 +461,7 @@ def load_training_slices(config, options, paths, spec=None):
                         (~keep).sum(), len(keep), ", ".join(spec.names))
     logging.info("labels: conditioning on %s (%d values per slice), definition in %s", ", ".join(spec.names),
                  spec.dim, paths.labels_file)
-    return images[keep], spec, c[keep]
+    return images[keep], spec, c[keep], None if subjects is None else subjects[keep]
 
 
 def _train_locked(config, options, explicit, paths, strategy):
@@ -468,7 +473,7 @@ def _train_locked(config, options, explicit, paths, strategy):
                         "hundreds of times slower; use float32 here (bfloat16 on CPUs with AMX)")
 
     paths.make("checkpoints", "samples", "logs", "cache")
-    images, spec, train_c = load_training_slices(config, options, paths, prepared.spec)
+    images, spec, train_c, subjects = load_training_slices(config, options, paths, prepared.spec)
     config = config.replace(c_dim=spec.dim if spec else 0)
     if len(images) < config.batch_size:
         raise RunError(f"only {len(images)} usable slices, fewer than one batch of {config.batch_size}; "
@@ -480,9 +485,10 @@ def _train_locked(config, options, explicit, paths, strategy):
         logging.info("evaluating %s every %g kimg against %d real slices", ", ".join(options.eval_metrics),
                      options.eval_kimg, len(reference))
         if any(n in options.eval_metrics for n in evaluation.TRAINED_METRICS):
-            train_reals = evaluation.training_sample(images, options.eval_images, config.seed)
-            logging.info("C2ST against %d training slices; two halves of them give %.3f (the floor)",
-                         len(train_reals), evaluation.c2st_floor(train_reals, config.seed))
+            train_reals = evaluation.training_sample(images, options.eval_images, config.seed, subjects, config.mirror)
+            logging.info("C2ST against %d training slices%s; two halves of them give %.3f (the floor)",
+                         len(train_reals.images), "" if train_reals.subjects is None else ", folded by subject",
+                         evaluation.c2st_floor(train_reals, config.seed))
         if "level" in options.eval_metrics:
             level_weights = evaluation.level_reader(images, train_c, spec)
 

@@ -299,6 +299,71 @@ def test_c2st_is_chance_for_one_distribution_and_near_one_for_shifted_or_blurred
     assert metrics.c2st(real, box_blur(other, 1), seed=0) > 0.85         # the texture blurred
 
 
+def marked_heads(subjects, per, seed):
+    """`per` phantoms of each of `subjects` subjects, a subject being a bright 3x3 mark at its own place:
+    (images [subjects * per, 16, 16, 1], subject of each)."""
+    rng = np.random.default_rng(seed)
+    images, groups = [], []
+    for k in range(subjects):
+        y, x = rng.integers(3, 13, 2)
+        batch = phantoms(per, size=16, seed=seed * 100 + k).copy()
+        batch[:, y:y + 3, x:x + 3] = 1.0
+        images.append(batch)
+        groups += [k] * per
+    return np.concatenate(images), np.array(groups)
+
+
+def test_c2st_folded_by_subject_does_not_ask_for_the_training_subjects_heads():
+    """Real: 8 subjects of 12 slices. The other set draws a new subject for every slice, as a generator
+    of new heads does. Random folds let the CNN learn the 8 subjects' marks, so it tells the sets
+    apart; folded by subject it is tested on subjects it never saw, and cannot."""
+    real, subjects = marked_heads(8, 12, seed=1)
+    new, _ = marked_heads(96, 1, seed=2)
+    random_folds = metrics.c2st(real, new, seed=0)
+    by_subject = metrics.c2st(real, new, seed=0, real_groups=subjects)
+    assert random_folds > 0.7 and by_subject < 0.6
+
+
+def test_c2st_folds_keep_each_group_whole_and_random_folds_balanced():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(["a", "b", "c", "d", "e"], [3, 1, 4, 2, 2])
+    folds = metrics.c2st_folds(len(groups), 4, rng, groups)
+    assert all(len(set(folds[groups == g])) == 1 for g in set(groups))        # a group never spans folds
+    assert set(folds) == {0, 1, 2, 3}                                          # five groups fill four folds
+    assert sorted(np.bincount(metrics.c2st_folds(10, 4, rng))) == [2, 2, 3, 3]
+    with pytest.raises(ValueError, match="at least 4 groups, got 3"):
+        metrics.c2st_folds(6, 4, rng, np.array([1, 1, 2, 2, 3, 3]))
+
+
+def test_the_training_sample_flips_as_the_run_did_and_keeps_each_slices_subject():
+    images = (np.arange(12 * 4 * 4).reshape(12, 4, 4, 1) % 251).astype(np.uint8)
+    subjects = np.repeat(["1", "2", "3", "4"], 3)
+    sample, chosen_subjects = evaluation.training_sample(images, 10, seed=3, subjects=subjects, mirror=True)
+    unit = images.astype(np.float32) / 127.5 - 1.0
+    flipped = 0
+    for image, subject in zip(sample, chosen_subjects):
+        k = next(i for i in range(12) if np.array_equal(unit[i], image) or np.array_equal(unit[i, :, ::-1], image))
+        assert subjects[k] == subject
+        flipped += not np.array_equal(unit[k], image)
+    assert 0 < flipped < 10
+    plain, _ = evaluation.training_sample(images, 10, seed=3, subjects=subjects)
+    assert all(any(np.array_equal(p, u) for u in unit) for p in plain)          # nothing flipped
+    assert evaluation.training_sample(images, 10, seed=3, subjects=np.repeat(["1", "2", "3"], 4)).subjects is None
+
+
+def test_the_c2st_floor_sets_half_the_subjects_against_the_other_half(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(evaluation.metrics, "c2st", lambda a, b, **kw: seen.update(a=a, b=b, **kw) or 0.5)
+    images = np.arange(16, dtype=np.float32).reshape(16, 1, 1, 1)
+    subjects = np.repeat(list("abcdefgh"), 2)
+    evaluation.c2st_floor(evaluation.TrainingSample(images, subjects))
+    assert set(seen["real_groups"]).isdisjoint(seen["fake_groups"]) and len(set(seen["real_groups"])) == 4
+    assert sorted(np.r_[seen["a"].ravel(), seen["b"].ravel()]) == list(range(16))
+    seen.clear()
+    evaluation.c2st_floor(evaluation.TrainingSample(images, None))              # no subjects: random halves
+    assert "real_groups" not in seen and len(seen["a"]) == len(seen["b"]) == 8
+
+
 def test_c2st_checks_its_inputs():
     with pytest.raises(ValueError, match="at least 4 images per set"):
         metrics.c2st(phantoms(3), phantoms(8))
@@ -425,10 +490,12 @@ class FakeGenerator:
 def test_evaluate_run_writes_the_report_with_fake_checkpoint_and_reference(tmp_path, monkeypatch):
     calls = {}
 
-    def load_slices(reference_dir, resolution, cache, splits, channels, subjects=None, exclude_subjects=None):
+    def load_slices(reference_dir, resolution, cache, splits, channels, subjects=None, exclude_subjects=None,
+                    with_sources=False):
         calls.setdefault("parts", []).append((reference_dir, splits, subjects) + ((exclude_subjects,) if exclude_subjects else ()))
         calls.update(resolution=resolution, channels=channels)
-        return ((phantoms(20, size=16) + 1.0) * 127.5).astype(np.uint8)
+        images = ((phantoms(20, size=16) + 1.0) * 127.5).astype(np.uint8)
+        return (images, [(f"case_{i % 5}_slice_{i}.png", 0, 1) for i in range(20)]) if with_sources else images
 
     trained = inference.Trained(FakeGenerator(), spec=None, images_seen=1234, source="ckpt-1")
     monkeypatch.setattr(evaluation.data, "load_slices", load_slices)
@@ -457,17 +524,19 @@ def test_evaluate_run_writes_the_report_with_fake_checkpoint_and_reference(tmp_p
 def test_the_noise_metric_measures_the_generators_own_noise():
     g = Generator(resolution=16, channel_base=256, channel_max=16, z_dim=8, w_dim=8, mapping_layers=2)
     reals = phantoms(24, size=16)
-    quiet = evaluation.evaluate_images(reals=reals, names=("noise",), train_reals=reals,
+    quiet = evaluation.evaluate_images(reals=reals, names=("noise",), train_reals=evaluation.TrainingSample(reals, None),
                                        **evaluation.generate(g, 24, names=("noise",)))
     assert quiet["noise_share"] == pytest.approx(0.0, abs=1e-6)           # noise strengths start at 0
     for noise in g.synthesis.noises:
         noise.strength.assign(3.0)
     sets = evaluation.generate(g, 24, names=("noise",))
     assert sets["draws"].shape == (24, evaluation.NOISE_DRAWS, 16, 16, 1) and sets["noise_off"].shape == (24, 16, 16, 1)
-    loud = evaluation.evaluate_images(reals=reals, names=("noise",), train_reals=reals, **sets)
+    loud = evaluation.evaluate_images(reals=reals, names=("noise",), train_reals=evaluation.TrainingSample(reals, None),
+                                      **sets)
     assert loud["noise_share"] > 0.3 and 0.0 <= loud["c2st_noise_off"] <= 1.0
     with pytest.raises(ValueError, match="noise-off slices and noise draws"):
-        evaluation.evaluate_images(sets["generated"], reals, names=("noise",), train_reals=reals)
+        evaluation.evaluate_images(sets["generated"], reals, names=("noise",),
+                                   train_reals=evaluation.TrainingSample(reals, None))
     with pytest.raises(ValueError, match="give train_reals"):
         evaluation.evaluate_images(**sets, reals=reals, names=("noise",))
 

@@ -69,7 +69,7 @@ def main():
         print(f"  {res:4d} px: conv output std {std:.4f}, noise strength {strength:+.4f}")
     held_out = tuple(s for s in args.held_out.split(",") if s)
     train = evaluation.training_sample(data.load_slices(args.data_dir, g.resolution, None,
-                                                        exclude_subjects=held_out), args.images)
+                                                        exclude_subjects=held_out), args.images).images
     fake = sampling.synthesize(g, range(args.images), noise_mode="random")
     for name, view in (("as they are", lambda x: x), ("Gaussian blur, std 2 px", lambda x: blur(x, 2)),
                        ("Gaussian blur, std 4 px", lambda x: blur(x, 4)), ("4x4 block means", block_means)):

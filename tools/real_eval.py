@@ -28,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 import atomic  # noqa: E402
+import data  # noqa: E402
 import evaluation  # noqa: E402
 import inference  # noqa: E402
 import labels  # noqa: E402
@@ -58,7 +59,10 @@ def main():
     held_out = tuple(s for s in args.held_out.split(",") if s)
     r = args.resolution
 
-    train, train_levels = levels.slices_with_levels(args.data_dir, r, ("train",), exclude=held_out)
+    train_bytes, sources = data.load_slices(args.data_dir, r, None, splits=("train",), exclude_subjects=held_out,
+                                            with_sources=True)
+    train, train_levels, train_subjects = (pixels.to_unit_range(train_bytes), labels.slice_levels(sources),
+                                           data.subjects_of(sources))
     parts = [levels.slices_with_levels(args.data_dir, r, ("validate",))]
     if held_out:
         parts.append(levels.slices_with_levels(args.data_dir, r, ("train",), subjects=held_out))
@@ -79,9 +83,15 @@ def main():
                          "levels_real": levels.thirds(reference_levels),
                          "levels_real_predicted": levels.thirds(levels.predict_levels(weights, level_images)),
                          "level_regressor_mae": round(errors[penalty], 3), "level_regressor_penalty": penalty}}
-    train_sample = evaluation.training_sample(pixels.to_uint8(train), args.images)
-    results["floor"]["c2st_floor"] = round(evaluation.c2st_floor(train_sample), 3)
-    results["floor"]["c2st_train_vs_held_out"] = round(metrics.c2st(train_sample, reference), 3)
+
+    def train_sample(mirror=True):                       # as a run that flipped (or did not flip) its slices saw them
+        return evaluation.training_sample(train_bytes, args.images, subjects=train_subjects, mirror=mirror)
+    results["floor"]["c2st_floor"] = round(evaluation.c2st_floor(train_sample()), 3)
+    # Why C2ST folds by subject: with random folds it tells half the training subjects from the other half.
+    names = np.unique(train_subjects)
+    half = np.isin(train_subjects, names[::2])
+    results["floor"]["c2st_subjects_apart_random_folds"] = round(metrics.c2st(train[half], train[~half]), 3)
+    results["floor"]["c2st_train_vs_held_out"] = round(metrics.c2st(train_sample(False).images, reference), 3)
     print(json.dumps({"floor": results["floor"]}), flush=True)
 
     for run in args.runs:
@@ -93,7 +103,8 @@ def main():
             c = labels.draw(evaluation.load_reference(parts, r, None, 1, spec)[1], args.images, seed=0)
         sets = evaluation.generate(trained.generator, args.images, c, names=("noise",))
         fakes = sets["generated"]
-        judged = evaluation.evaluate_images(reals=reference, names=("c2st", "noise"), train_reals=train_sample, **sets)
+        judged = evaluation.evaluate_images(reals=reference, names=("c2st", "noise"),
+                                            train_reals=train_sample(trained.config.mirror), **sets)
         history_path = os.path.join(run, "logs", "history.json")
         history = json.load(open(history_path)) if os.path.exists(history_path) else []
         results[run] = {"kimg": trained.images_seen / 1000, **swd_both(reference, fakes),
