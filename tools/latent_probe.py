@@ -6,7 +6,8 @@
 Prints, for one checkpoint's EMA generator: per synthesis layer, the standard deviation of the
 convolution's output (before the noise is added) over 64 latents next to the layer's learned
 noise strength, so a noise that swamps small feature maps would show; then C2ST against the
-training slices (the run's `--held_out` subjects left out) on the slices as they are, after a
+training slices (the run's `--held_out` subjects left out; by subject and flipped as the run was,
+evaluation.training_sample) on the slices as they are, after a
 Gaussian blur of std 2 and 4 pixels (both sets), and as 4x4-pixel block means: if blurring leaves the
 AUC near 1, what tells the sets apart is coarse anatomy, not texture.
 
@@ -68,12 +69,14 @@ def main():
     for res, std, strength in layer_scales(g):
         print(f"  {res:4d} px: conv output std {std:.4f}, noise strength {strength:+.4f}")
     held_out = tuple(s for s in args.held_out.split(",") if s)
-    train = evaluation.training_sample(data.load_slices(args.data_dir, g.resolution, None,
-                                                        exclude_subjects=held_out), args.images).images
+    images, sources = data.load_slices(args.data_dir, g.resolution, None, exclude_subjects=held_out, with_sources=True)
+    train = evaluation.training_sample(images, args.images, subjects=data.subjects_of(sources),
+                                       mirror=trained.config.mirror)
     fake = sampling.synthesize(g, range(args.images), noise_mode="random")
     for name, view in (("as they are", lambda x: x), ("Gaussian blur, std 2 px", lambda x: blur(x, 2)),
                        ("Gaussian blur, std 4 px", lambda x: blur(x, 4)), ("4x4 block means", block_means)):
-        print(f"  C2ST against training slices, {name}: {metrics.c2st(view(train), view(fake)):.3f}", flush=True)
+        auc = metrics.c2st(view(train.images), view(fake), folds=evaluation.C2ST_FOLDS, real_groups=train.subjects)
+        print(f"  C2ST against training slices, {name}: {auc:.3f}", flush=True)
 
 
 if __name__ == "__main__":
