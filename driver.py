@@ -509,12 +509,13 @@ def train_encoder():
 
 
 def explore():
-    settings = projection_settings()
     trained = open_generator(discriminator=True)
+    net = None if trained.generator.c_dim else run_encoder(trained)
+    settings = projection_settings(encoded=net is not None)
     distance = projection.make_distance(settings.distance, trained.discriminator, FLAGS.vgg16_weights,
                                         trained.generator.resolution)
     out = FLAGS.outdir or os.path.join(FLAGS.output_dir, "explored")
-    explorer.serve(explorer.Explorer(trained, settings, distance, out), FLAGS.host, FLAGS.port)
+    explorer.serve(explorer.Explorer(trained, settings, distance, out, net), FLAGS.host, FLAGS.port)
 
 
 def configure_logging():

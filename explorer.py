@@ -44,10 +44,11 @@ class Shown:
 
 class Explorer:
     """A trained generator (`inference.Trained`) and what the page asks of it. `settings` and
-    `distance` are the projection's (projection.ProjectionSettings, projection.make_distance)."""
+    `distance` are the projection's (projection.ProjectionSettings, projection.make_distance);
+    `encoder` (encoder.py), when given, starts each projection as `--mode project` does."""
 
-    def __init__(self, trained, settings=None, distance=None, out_dir="explored"):
-        self.g, self.spec, self.source = trained.generator, trained.spec, trained.source
+    def __init__(self, trained, settings=None, distance=None, out_dir="explored", encoder=None):
+        self.g, self.spec, self.source, self.encoder = trained.generator, trained.spec, trained.source, encoder
         self.settings = settings or projection.ProjectionSettings()
         self.distance = distance or projection.make_distance(self.settings.distance)
         self.out_dir = out_dir
@@ -120,8 +121,9 @@ class Explorer:
             self.w_stats = self.w_stats or projection.latent_stats(self.g, settings.w_avg_samples)
             self.projectors[settings] = projection.Projector(self.g, settings, self.distance, self.w_stats)
         target = pixels.to_unit_range(targets[int(index)])
+        start = None if self.encoder is None else np.asarray(self.encoder(target[None], training=False))
         result = self.projectors[settings].project(target[None], progress=None if progress is None else (
-            lambda step, _: progress(step, settings.num_steps)))
+            lambda step, _: progress(step, settings.num_steps)), start=start)
         image = result.images[0]
         self.shown = Shown(names[int(index)], image, result.ws, result.noises)
         return (target, image, *projection.reconstruction_scores(target, image))

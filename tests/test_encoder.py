@@ -87,3 +87,17 @@ def test_command_line_trains_the_encoder_and_projects_from_it(tmp_path, trained)
     assert not json.load(open(run / "projected" / "summary.json"))["encoder"]
     bad = cli(run, "--mode=encoder", f"--exported={os.path.join(trained[0], 'missing.keras')}", expect=1)
     assert "leave out --exported" in bad.stderr
+
+
+def test_the_explorer_starts_a_projection_from_the_encoder(tmp_path):
+    import explorer
+    import inference
+    g = small_generator(strength=0.0)
+    net = E.build_encoder(g.resolution, g.channels, g.num_ws, g.w_dim, np.zeros(g.w_dim), width=4, width_max=8)
+    ws = np.random.default_rng(4).standard_normal([1, g.num_ws, g.w_dim]).astype(np.float32)
+    net.get_layer("styles").bias.assign(ws.reshape(-1))                  # zero kernel: these styles for any slice
+    Image.fromarray(_slice((16, 16), seed=1)).save(tmp_path / "case_1_slice_0.png")
+    settings = P.ProjectionSettings(num_steps=1, w_avg_samples=200, space="wplus")   # step 0 has learning rate 0
+    view = explorer.Explorer(inference.Trained(g, None, None, "ckpt-1"), settings, out_dir=str(tmp_path), encoder=net)
+    _, image, *_ = view.project(str(tmp_path / "case_1_slice_0.png"))
+    np.testing.assert_allclose(image, np.asarray(E.reconstruct(g, ws))[0], atol=1e-5)
