@@ -470,7 +470,7 @@ def run_encoder(trained):
     return net
 
 
-def project():
+def project_slices():
     trained = open_generator(discriminator=True)
     g, d = projection.unconditional(trained.generator), trained.discriminator
     net = run_encoder(trained)
@@ -567,7 +567,7 @@ def main(argv):
             if not (FLAGS["mode"].present or FLAGS.load):
                 return 0
         {"train": train, "generate": generate_images, "export": export, "evaluate": evaluate,
-         "project": project, "encoder": train_encoder, "explore": explore}[FLAGS.mode]()
+         "project": project_slices, "encoder": train_encoder, "explore": explore}[FLAGS.mode]()
     except (data.DataError, runs.RunError, NonFiniteLossError, ValueError, FileNotFoundError) as e:
         logging.error("%s", e)
         return USER_ERROR

@@ -60,7 +60,7 @@ def test_the_run_folder_knows_nothing_of_the_model():
 # Who calls what builds or restores networks; anything else that wants a trained generator calls
 # inference.open_generator.
 RESTORERS = {
-    "load_model": {"inference"},                          # a .keras export
+    "load_model": {"inference", "encoder"},               # a .keras export; the run's projection encoder
     "read_variables": {"inference", "resume"},            # resume: --init_from, the start of a training
     "load_checkpoint": {"checkpointing"},
     "Checkpointer": {"training"},                         # a training's own checkpoints, every variable
