@@ -64,7 +64,6 @@ TRAINED_METRICS = ("c2st", "noise", "level")   # fit a model to the training sli
 LEVEL_MAE_TARGET = 0.1   # the level read-back a slice-conditional model should reach (a tenth of the range)
 LEVEL_THIRDS = tuple(f"level_mae_{name}" for name in levels.THIRDS)
 NOISE_LATENTS, NOISE_DRAWS = 64, 4   # the noise share: this many latents, each under this many noise draws
-C2ST_FOLDS = 4                       # cross-validation folds of C2ST (by subject where known)
 
 
 def check_metrics(names, flag="--metrics"):
@@ -140,10 +139,10 @@ def c2st_floor(sample, seed=0):
     subject as the score is (about 0.5); without, two random halves."""
     images, subjects = sample
     names = np.unique(subjects) if subjects is not None else ()
-    if len(names) < 2 * C2ST_FOLDS:
-        return metrics.c2st(*metrics.split_halves(images, seed), seed=seed, folds=C2ST_FOLDS)
+    if len(names) < 2 * metrics.C2ST_FOLDS:
+        return metrics.c2st(*metrics.split_halves(images, seed), seed=seed)
     half = np.isin(subjects, np.random.default_rng(seed).permutation(names)[:len(names) // 2])
-    return metrics.c2st(images[half], images[~half], seed=seed, folds=C2ST_FOLDS, real_groups=subjects[half],
+    return metrics.c2st(images[half], images[~half], seed=seed, real_groups=subjects[half],
                         fake_groups=subjects[~half])
 
 
@@ -164,10 +163,10 @@ def training_sample(images, count, seed=0, subjects=None, mirror=False):
     if mirror:
         flip = rng.random(len(sample)) < 0.5
         sample = np.where(flip[:, None, None, None], sample[:, :, ::-1], sample)
-    if subjects is None or len(np.unique(np.asarray(subjects)[chosen])) < C2ST_FOLDS:
+    if subjects is None or len(np.unique(np.asarray(subjects)[chosen])) < metrics.C2ST_FOLDS:
         if subjects is not None:
             logging.info("C2ST: fewer than %d subjects among the training slices, so its folds are random; "
-                         "it may tell apart the subjects' heads, not only real from generated", C2ST_FOLDS)
+                         "it may tell apart the subjects' heads, not only real from generated", metrics.C2ST_FOLDS)
         return TrainingSample(sample, None)
     return TrainingSample(sample, np.asarray(subjects)[chosen])
 
@@ -214,7 +213,7 @@ def evaluate_images(generated, reals, feature_fn=None, seed=0, names=tuple(n for
     if train_reals is not None:
         train_reals, train_subjects = train_reals
     if "c2st" in names:
-        report["c2st"] = metrics.c2st(train_reals, generated, seed=seed, folds=C2ST_FOLDS, real_groups=train_subjects)
+        report["c2st"] = metrics.c2st(train_reals, generated, seed=seed, real_groups=train_subjects)
         if "swd" in names:   # --best_by c2st_swd: ProGAN's SWD, scaled by how far the classifier is above chance
             report["c2st_swd"] = report["swd_each_avg"] * max(2.0 * (report["c2st"] - 0.5), 0.01)
     if "noise" in names:
@@ -223,7 +222,7 @@ def evaluate_images(generated, reals, feature_fn=None, seed=0, names=tuple(n for
                              "(evaluation.generate makes them)")
         for level, share in metrics.noise_variance_shares(draws).items():
             report["noise_share" if level == "all" else f"noise_share_{level}"] = share
-        report["c2st_noise_off"] = metrics.c2st(train_reals, noise_off, seed=seed, folds=C2ST_FOLDS,
+        report["c2st_noise_off"] = metrics.c2st(train_reals, noise_off, seed=seed,
                                                 real_groups=train_subjects)
     if "level" in names:
         if level_weights is None or level_generated is None:

@@ -119,11 +119,11 @@ class Explorer:
         settings = dataclasses.replace(self.settings, num_steps=int(num_steps or self.settings.num_steps))
         if settings not in self.projectors:             # one per step count; w_avg and w_std mapped once
             self.w_stats = self.w_stats or projection.latent_stats(self.g, settings.w_avg_samples)
-            self.projectors[settings] = projection.Projector(self.g, settings, self.distance, self.w_stats)
+            self.projectors[settings] = projection.Projector(self.g, settings, self.distance, self.w_stats,
+                                                             self.encoder)
         target = pixels.to_unit_range(targets[int(index)])
-        start = None if self.encoder is None else np.asarray(self.encoder(target[None], training=False))
         result = self.projectors[settings].project(target[None], progress=None if progress is None else (
-            lambda step, _: progress(step, settings.num_steps)), start=start)
+            lambda step, _: progress(step, settings.num_steps)))
         image = result.images[0]
         self.shown = Shown(names[int(index)], image, result.ws, result.noises)
         return (target, image, *projection.reconstruction_scores(target, image))

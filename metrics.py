@@ -420,6 +420,9 @@ def c2st_classifier(resolution, channels, seed):
     return keras.Sequential(layers)
 
 
+C2ST_FOLDS = 4                  # cross-validation folds of C2ST (by subject where known)
+
+
 def c2st_folds(count, folds, rng, groups=None):
     """Fold of each of `count` images: at random, evenly (stratified); with `groups` (one label per
     image, e.g. its subject), each group whole in one fold, the groups dealt out at random, so a
@@ -433,7 +436,7 @@ def c2st_folds(count, folds, rng, groups=None):
     return np.array([fold_of[g] for g in groups])
 
 
-def c2st(real, fake, folds=4, epochs=20, batch_size=32, learning_rate=1e-3, seed=0, max_images=1000,
+def c2st(real, fake, folds=C2ST_FOLDS, epochs=20, batch_size=32, learning_rate=1e-3, seed=0, max_images=1000,
          real_groups=None, fake_groups=None):
     """Classifier two-sample test: the ROC AUC with which a small CNN (`c2st_classifier`), trained
     from scratch, tells `fake` from `real` on images it was not trained on, averaged over `folds`

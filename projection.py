@@ -327,11 +327,12 @@ class Projector:
     """Optimises latents (and noise maps) of batches of targets through one generator.
 
     Per batch size it keeps one set of variables, an Adam optimizer and a compiled step; a new batch
-    of the same size resets them, so projecting many batches traces once per size.
+    of the same size resets them, so projecting many batches traces once per size. With an
+    `encoder` (encoder.py: slices -> styles), every batch starts from its styles (`project`'s start).
     """
 
-    def __init__(self, g, settings, distance, w_stats=None):
-        self.g, self.settings, self.distance = g, settings, distance
+    def __init__(self, g, settings, distance, w_stats=None, encoder=None):
+        self.g, self.settings, self.distance, self.encoder = g, settings, distance, encoder
         self.w_avg, self.w_std = w_stats or latent_stats(g, settings.w_avg_samples)
         self.noise_shapes = [tuple(layer.const_noise.shape[1:]) for layer in g.synthesis.noises]  # [(h, w, 1), ...]
         self.num_latents = g.num_ws if settings.space == "wplus" else 1
@@ -379,9 +380,13 @@ class Projector:
     def project(self, targets, progress=None, start=None):
         """targets float [B, R, R, C] in [-1, 1] -> Projection. `progress`: a callable(step, distances)
         called after every step (e.g. a progress bar), or None. `start`: styles [B, num_ws, w_dim] to
-        start from (an encoder's, averaged over the layers in W) with the generator's fixed noise maps,
-        so that step 0 renders what `start` alone gives; None starts at w_avg and random maps."""
+        start from (averaged over the layers in W) with the generator's fixed noise maps, so that step
+        0 renders what `start` alone gives; None: the encoder's styles where the projector has one
+        (its pass counts in `seconds`), else w_avg and random maps."""
         s = self.settings
+        began = time.time()
+        if start is None and self.encoder is not None:
+            start = self.encoder(np.asarray(targets, np.float32), training=False)
         targets = tf.constant(np.asarray(targets, np.float32))
         batch = int(targets.shape[0])
         slot = self._slot(batch)
@@ -404,21 +409,20 @@ class Projector:
         prepared = self.distance.prepare(targets)
         snapshot_every = max(1, s.num_steps // max(1, s.snapshots))
         history, frames = [], []
-        start = time.time()
         for step in range(s.num_steps):
             slot["optimizer"].learning_rate = learning_rate_at(step, s)
             scale = latent_noise_scale_at(step, s, self.w_std)
             w_noise = np.stack([rng.standard_normal([self.num_latents, self.g.w_dim]) for rng in rngs]) * scale
             history.append(np.asarray(slot["step"](prepared, targets, tf.constant(w_noise, tf.float32))))
             if step == 0:
-                first_step_seconds = time.time() - start
+                first_step_seconds = time.time() - began
             if step % snapshot_every == 0:
                 frames.append(np.asarray(slot["render"](prepared)[0]))
             if progress is not None:
                 progress(step + 1, history[-1])
         images, distance = slot["render"](prepared)
         frames.append(np.asarray(images))
-        seconds = time.time() - start
+        seconds = time.time() - began
         ws = np.tile(np.asarray(slot["w"]), [1, self.g.num_ws // self.num_latents, 1])
         noises = [np.asarray(n) if s.optimize_noise else np.tile(np.asarray(n), [batch, 1, 1, 1])
                   for n in slot["noises"]]
@@ -674,12 +678,12 @@ def project_files(g, names, targets, settings, out_dir, distance, batch_size=8, 
     """Project uint8 `targets` [N, R, R, C] named `names` in batches; write `out_dir/<name>/` and
     `out_dir/summary.json`. `progress`: True for a progress bar, False for log lines every few
     seconds, None for a bar only on a terminal. `encoder` (encoder.py), when given, gives each
-    batch its start. Returns the summary dict."""
+    batch its start (`Projector`). Returns the summary dict."""
     if targets.shape[1] != g.resolution or targets.shape[-1] != g.channels:
         raise ValueError(f"targets are {targets.shape[1:]}, the generator makes "
                          f"{(g.resolution, g.resolution, g.channels)}")
     batch_size = max(1, int(batch_size))
-    projector = Projector(g, settings, distance)
+    projector = Projector(g, settings, distance, encoder=encoder)
     show_bar = sys.stderr.isatty() if progress is None else progress
     bar = Progress(settings.num_steps * math.ceil(len(targets) / batch_size), show_bar, _projection_line,
                    PROGRESS_SECONDS, unit_name="step", stateful_metrics=["distance"], log_end=True)
@@ -689,11 +693,8 @@ def project_files(g, names, targets, settings, out_dir, distance, batch_size=8, 
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size]
         done = start // batch_size * settings.num_steps                      # the earlier batches' steps
-        began = time.time()
-        start_ws = None if encoder is None else np.asarray(encoder(batch, training=False))
         result = projector.project(batch, progress=lambda step, distances, done=done: bar.update(
-            done + step, [("distance", float(np.mean(distances)))]), start=start_ws)
-        result.seconds = time.time() - began                               # with the encoder's pass
+            done + step, [("distance", float(np.mean(distances)))]))
         seconds += result.seconds
         for i in range(len(batch)):
             name = names[start + i]

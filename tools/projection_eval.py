@@ -221,21 +221,15 @@ def lesion_kinds():
 # Projection runs
 # ---------------------------------------------------------------------------------------------
 
-class EncoderStart:
-    """A projector that starts each batch from the encoder's styles; with `projector` None, it returns
-    the encoder's reconstruction alone (no step). Has what the study uses of a Projector."""
+class EncoderAlone:
+    """The encoder's reconstruction with no step, with what the study uses of a Projector."""
 
-    def __init__(self, g, encoder, projector=None, w_stats=None):
-        self.g, self.encoder, self.projector = g, encoder, projector
-        self.w_std = projector.w_std if projector else (w_stats or P.latent_stats(g))[1]
+    def __init__(self, g, encoder, w_stats):
+        self.g, self.encoder, self.w_std = g, encoder, w_stats[1]
 
     def project(self, targets):
         began = time.time()
         ws = E.encode(self.encoder, targets)
-        if self.projector is not None:
-            result = self.projector.project(targets, start=ws)
-            result.seconds = time.time() - began
-            return result
         images = np.asarray(E.reconstruct(self.g, ws))
         distance = np.mean(np.square(images - targets), axis=(1, 2, 3))
         return P.Projection(ws=ws, noises=[], images=images, distance=distance, history=distance[None],
@@ -353,9 +347,9 @@ def timing(g, settings, distance, w_stats, images, steps, batch, encoder=None):
     `encoder`, also the encoder alone and the encoder plus its default steps, batched."""
     out = {"steps": steps}
     if encoder is not None:
-        for label, projector in (("encoder_alone", None), (f"encoder_and_{E.REFINE_STEPS}_steps", P.Projector(
-                g, settings.replace(**E.REFINE_SETTINGS, snapshots=1), distance, w_stats))):
-            started = EncoderStart(g, encoder, projector, w_stats)
+        for label, started in (("encoder_alone", EncoderAlone(g, encoder, w_stats)),
+                               (f"encoder_and_{E.REFINE_STEPS}_steps", P.Projector(
+                                   g, settings.replace(**E.REFINE_SETTINGS, snapshots=1), distance, w_stats, encoder))):
             started.project(images[:batch])                                   # traces
             seconds = sum(started.project(images[i:i + batch]).seconds for i in range(0, 2 * batch, batch))
             out[label] = {"batch": batch, "seconds_per_slice": seconds / (2 * batch)}
@@ -554,10 +548,10 @@ def study_run(args):
         raise ValueError("--steps 0 is the encoder alone: add --encoder")
 
     def study(spec, n_slices, n_lesions, steps):
-        settings = base.replace(**(E.REFINE_SETTINGS if net else {})).replace(num_steps=max(steps, 1), distance=spec)
-        projector = P.Projector(g, settings, P.make_distance(spec, d, resolution=resolution), w_stats)
-        if net is not None:
-            projector = EncoderStart(g, net, projector if steps > 0 else None, w_stats)
+        settings = base.replace(**(E.REFINE_SETTINGS if net else {}), distance=spec)
+        projector = (EncoderAlone(g, net, w_stats) if net is not None and steps == 0 else
+                     P.Projector(g, settings.replace(num_steps=steps), P.make_distance(spec, d, resolution=resolution),
+                                 w_stats, net))
         pick = evenly_spaced(len(val_images), n_slices)
         levels = val_levels[pick]
         val = pixels.to_unit_range(val_images[pick])
