@@ -577,3 +577,17 @@ def test_summary_has_one_line_per_metric_with_the_reported_values(sets):
     assert f"{report['fid']:.4g}" in lines[1] and f"recall {report['recall']:.3g}" in lines[3]
     lines = evaluation.summary_lines({**report, "fid": None})
     assert lines[1] == "FID (lower is better): unavailable (no InceptionV3 weights)"
+
+
+def test_real_eval_reads_another_implementations_samples_into_the_unit_range(tmp_path):
+    from tools import real_eval
+    images = np.array([[[0, 255], [51, 204]]] * 3, np.uint8)             # [3, 2, 2]: no channel axis
+    np.save(tmp_path / "nv.npy", images)
+    got = real_eval.load_samples(str(tmp_path / "nv.npy"), 2, 2)
+    np.testing.assert_allclose(got, (images[:2, ..., None] / 127.5 - 1).astype(np.float32), atol=1e-6)
+    floats = np.linspace(-1, 1, 3 * 4).reshape(3, 2, 2, 1)
+    np.save(tmp_path / "float.npy", floats)
+    np.testing.assert_allclose(real_eval.load_samples(str(tmp_path / "float.npy"), 3, 2), floats, atol=1e-6)
+    for count, resolution in ((4, 2), (2, 4)):                           # too few; another resolution
+        with pytest.raises(ValueError, match=r"\(3, 2, 2, 1\)"):
+            real_eval.load_samples(str(tmp_path / "nv.npy"), count, resolution)

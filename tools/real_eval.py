@@ -12,7 +12,8 @@ share of pixel variance and the C2ST of noise-off slices (evaluation's "c2st" an
 the axial levels, by a ridge regressor of the level (levels.py) trained on real training slices and read
 against the `--held_out` training subjects' own (the validate subject's levels cover another range). With
 `--plot`, every run's periodic SWD curve in one figure, and a grid of samples beside real held-out
-slices per run.
+slices per run. A .npy file of another implementation's samples (NVlabs', say) in place of a run folder
+is judged the same way, without the noise figures and the curve.
 
 Lives here: this study only (a measurement script, not part of the package). Not here: the metrics'
 maths (metrics.py), the level regressor (levels.py), loading (data.py and inference.py).
@@ -45,9 +46,24 @@ def swd_both(reals, fakes, seed=0):
     return out
 
 
+def load_samples(path, count, resolution):
+    """Another implementation's generated slices from a .npy file: [N, R, R] or [N, R, R, 1], uint8 or float
+    in [-1, 1]; the first `count`, as floats in [-1, 1]. A wrong shape or too few is a ValueError."""
+    images = np.load(path)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.shape[1:] != (resolution, resolution, 1) or len(images) < count:
+        raise ValueError(f"{path} holds slices shaped {images.shape}; expected at least {count} of "
+                         f"{resolution}x{resolution} (set --images and --resolution to match)")
+    images = images[:count]
+    return pixels.to_unit_range(images) if images.dtype == np.uint8 else images.astype(np.float32)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", help="run folders (their --output_dir)")
+    parser.add_argument("runs", nargs="+", help="run folders (their --output_dir), or .npy files of another "
+                        "implementation's samples (uint8 or [-1, 1] floats, [N, R, R(, 1)]; judged as trained on "
+                        "flipped slices, like --mirror)")
     parser.add_argument("--data_dir", default="../shared/data/oasis1_fullhead")
     parser.add_argument("--held_out", default="0037,0384", help="training-split subjects held out of training")
     parser.add_argument("--resolution", type=int, default=64)
@@ -94,36 +110,44 @@ def main():
     results["floor"]["c2st_train_vs_held_out"] = round(metrics.c2st(train_sample(False).images, reference), 3)
     print(json.dumps({"floor": results["floor"]}), flush=True)
 
+    def judge(fakes, judged, kimg):
+        return {"kimg": kimg, **swd_both(reference, fakes), "diversity": round(metrics.mean_pairwise_ms_ssim(fakes), 3),
+                "levels": levels.thirds(levels.predict_levels(weights, fakes)),
+                **{k: round(v, 3) for k, v in judged.items() if k.startswith(("c2st", "noise_share"))}}
+
     for run in args.runs:
-        trained = inference.open_generator(run, args.checkpoint)
-        spec = trained.spec
-        c = None
-        if spec is not None:                # a conditional run: the held-out slices' own labels
-            parts = [(args.data_dir, ("validate",), None)] + ([(args.data_dir, ("train",), held_out)] if held_out else [])
-            c = labels.draw(evaluation.load_reference(parts, r, None, 1, spec)[1], args.images, seed=0)
-        sets = evaluation.generate(trained.generator, args.images, c, names=("noise",))
-        fakes = sets["generated"]
-        judged = evaluation.evaluate_images(reals=reference, names=("c2st", "noise"),
-                                            train_reals=train_sample(trained.config.mirror), **sets)
-        history_path = os.path.join(run, "logs", "history.json")
-        history = json.load(open(history_path)) if os.path.exists(history_path) else []
-        results[run] = {"kimg": trained.images_seen / 1000, **swd_both(reference, fakes),
-                        "diversity": round(metrics.mean_pairwise_ms_ssim(fakes), 3),
-                        "levels": levels.thirds(levels.predict_levels(weights, fakes)),
-                        **{k: round(v, 3) for k, v in judged.items() if k.startswith(("c2st", "noise_share"))}}
-        for key in ("swd_avg", "swd_each_avg"):     # the periodic curve's best and last (kimg, score)
-            curve = [(h["kimg"], h[key]) for h in history if key in h]
-            results[run][f"periodic_best_{key}"] = min(curve, key=lambda p: p[1]) if curve else None
-            results[run][f"periodic_final_{key}"] = curve[-1] if curve else None
+        if run.endswith(".npy"):            # another implementation's samples, trained on flipped slices
+            fakes, noise_off = load_samples(run, args.images, r), None
+            judged = evaluation.evaluate_images(fakes, reference, names=("c2st",), train_reals=train_sample())
+            results[run] = judge(fakes, judged, None)
+        else:
+            trained = inference.open_generator(run, args.checkpoint)
+            spec = trained.spec
+            c = None
+            if spec is not None:                # a conditional run: the held-out slices' own labels
+                parts = [(args.data_dir, ("validate",), None)] + ([(args.data_dir, ("train",), held_out)] if held_out else [])
+                c = labels.draw(evaluation.load_reference(parts, r, None, 1, spec)[1], args.images, seed=0)
+            sets = evaluation.generate(trained.generator, args.images, c, names=("noise",))
+            fakes, noise_off = sets["generated"], sets["noise_off"]
+            judged = evaluation.evaluate_images(reals=reference, names=("c2st", "noise"),
+                                                train_reals=train_sample(trained.config.mirror), **sets)
+            results[run] = judge(fakes, judged, trained.images_seen / 1000)
+            history_path = os.path.join(run, "logs", "history.json")
+            history = json.load(open(history_path)) if os.path.exists(history_path) else []
+            for key in ("swd_avg", "swd_each_avg"):     # the periodic curve's best and last (kimg, score)
+                curve = [(h["kimg"], h[key]) for h in history if key in h]
+                results[run][f"periodic_best_{key}"] = min(curve, key=lambda p: p[1]) if curve else None
+                results[run][f"periodic_final_{key}"] = curve[-1] if curve else None
         print(json.dumps({run: results[run]}), flush=True)
         if args.plot:
             stem = os.path.splitext(args.plot)[0]
             # Real held-out slices, then samples with random noise, then the same latents with the noise off.
-            cells = np.concatenate([reference[np.linspace(0, len(reference) - 1, 8).astype(int)], fakes[:16],
-                                    sets["noise_off"][:16]])
-            visualize.save_grid(f"{stem}_{os.path.basename(os.path.normpath(run))}_samples.png", cells, columns=8)
+            cells = [reference[np.linspace(0, len(reference) - 1, 8).astype(int)], fakes[:16]]
+            cells += [] if noise_off is None else [noise_off[:16]]
+            name = os.path.splitext(os.path.basename(os.path.normpath(run)))[0]
+            visualize.save_grid(f"{stem}_{name}_samples.png", np.concatenate(cells), columns=8)
     if args.plot:
-        plot_curves(args.plot, args.runs, results["floor"])
+        plot_curves(args.plot, [run for run in args.runs if not run.endswith(".npy")], results["floor"])
     if args.out:
         atomic.write_json(args.out, results)
 
