@@ -213,8 +213,9 @@ flags.DEFINE_string("target", None, "project: one slice image to reconstruct (co
                     "--output_dir, the one --checkpoint names, or an --exported generator.")
 flags.DEFINE_string("target_dir", None, "project: a folder of slice images (searched recursively, masks skipped), "
                     "optimised --project_batch at a time.")
-flags.DEFINE_enum("project_space", "w", list(projection.SPACES), "project: optimise one w for every layer (w) or "
-                  "one w per layer (wplus: closer reconstructions, less typical latents).")
+flags.DEFINE_enum("project_space", None, list(projection.SPACES), "project: optimise one w for every layer (w, "
+                  "the default from w_avg) or one w per layer (wplus: closer reconstructions, less typical latents; "
+                  "the default from the encoder's start, the space it predicts).")
 flags.DEFINE_integer("project_steps", None, "project: Adam steps per target (default: the reference projector's "
                      f"{projection.ProjectionSettings.num_steps} from w_avg, or {encoder_module.REFINE_STEPS} from the "
                      "encoder's start when the run has one).", lower_bound=1)
@@ -451,9 +452,10 @@ def evaluate():
 def projection_settings(encoded=False):
     """The --project_* settings; `encoded`: starting from an encoder (encoder.REFINE_SETTINGS)."""
     settings = projection.ProjectionSettings(
-        space=FLAGS.project_space, distance=FLAGS.project_distance, optimize_noise=FLAGS.project_noise,
-        seed=FLAGS.project_seed, **(encoder_module.REFINE_SETTINGS if encoded else {}))
-    return settings.replace(num_steps=FLAGS.project_steps) if FLAGS.project_steps else settings
+        distance=FLAGS.project_distance, optimize_noise=FLAGS.project_noise, seed=FLAGS.project_seed,
+        **(encoder_module.REFINE_SETTINGS if encoded else {}))
+    chosen = {"space": FLAGS.project_space, "num_steps": FLAGS.project_steps}
+    return settings.replace(**{k: v for k, v in chosen.items() if v is not None})
 
 
 def run_encoder(trained):

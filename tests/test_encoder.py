@@ -82,9 +82,13 @@ def test_command_line_trains_the_encoder_and_projects_from_it(tmp_path, trained)
     summary = json.load(open(run / "projected" / "summary.json"))
     assert summary["encoder"] and summary["settings"]["num_steps"] == E.REFINE_STEPS
     assert summary["settings"]["initial_learning_rate"] == E.REFINE_SETTINGS["initial_learning_rate"]
+    assert summary["settings"]["space"] == "wplus"                       # the encoder's own space
+    result = cli(run, "--mode=project", f"--target_dir={targets}", "--project_steps=1", "--project_space=w")
+    assert json.load(open(run / "projected" / "summary.json"))["settings"]["space"] == "w"
     result = cli(run, "--mode=project", f"--target_dir={targets}", "--project_steps=2", "--noproject_encoder")
     assert "2 steps from w_avg" in result.stderr
-    assert not json.load(open(run / "projected" / "summary.json"))["encoder"]
+    summary = json.load(open(run / "projected" / "summary.json"))
+    assert not summary["encoder"] and summary["settings"]["space"] == "w"
     bad = cli(run, "--mode=encoder", f"--exported={os.path.join(trained[0], 'missing.keras')}", expect=1)
     assert "leave out --exported" in bad.stderr
 

@@ -485,7 +485,10 @@ def main():
     parser.add_argument("--steps", type=int, default=1000, help="projection steps (the reference's 1000; with "
                         "--encoder, 0 is the encoder alone)")
     parser.add_argument("--distance", default="mse", help="distance of the main study (see driver --help)")
-    parser.add_argument("--space", default="w", choices=P.SPACES)
+    parser.add_argument("--space", default=None, choices=P.SPACES,
+                        help="w (the default from w_avg) or wplus (the default from the encoder's start)")
+    parser.add_argument("--fixed_noise", action="store_true", help="keep the generator's fixed noise maps instead "
+                        "of optimising per-target ones (the reference optimises them)")
     parser.add_argument("--batch", type=int, default=8, help="targets projected at once")
     parser.add_argument("--compare", default="", help="comma-separated distances to compare, e.g. mse,msssim,dfeat")
     parser.add_argument("--compare_slices", type=int, default=16, help="slices per set in the comparison")
@@ -535,7 +538,7 @@ def study_run(args):
     logging.info("%d validate and %d training slices at %dx%d", len(val_images), len(train_images), resolution,
                  resolution)
     w_stats = P.latent_stats(g)
-    base = P.ProjectionSettings(space=args.space, seed=args.seed)
+    base = P.ProjectionSettings(seed=args.seed, optimize_noise=not args.fixed_noise)
     net = None
     if args.encoder:
         found = E.find(runs.Paths(args.run_dir).encoder, g)
@@ -546,9 +549,10 @@ def study_run(args):
         logging.info("starting from the encoder trained for %s", found[1].get("checkpoint"))
     elif args.steps < 1:
         raise ValueError("--steps 0 is the encoder alone: add --encoder")
+    base = base.replace(**(E.REFINE_SETTINGS if net else {}), **({"space": args.space} if args.space else {}))
 
     def study(spec, n_slices, n_lesions, steps):
-        settings = base.replace(**(E.REFINE_SETTINGS if net else {}), distance=spec)
+        settings = base.replace(distance=spec)
         projector = (EncoderAlone(g, net, w_stats) if net is not None and steps == 0 else
                      P.Projector(g, settings.replace(num_steps=steps), P.make_distance(spec, d, resolution=resolution),
                                  w_stats, net))
@@ -563,7 +567,8 @@ def study_run(args):
                                                args.batch, args.seed)
         return projector, recon_report, lesion_report, (val, val_recon, train, train_recon, examples)
 
-    report = {"run_dir": args.run_dir, "resolution": resolution, "distance": args.distance, "space": args.space,
+    report = {"run_dir": args.run_dir, "resolution": resolution, "distance": args.distance, "space": base.space,
+              "optimize_noise": base.optimize_noise,
               "steps": args.steps, "compare_steps": args.compare_steps, "held_out_orientation": orientation,
               "encoder": bool(net)}
     comparison = {}
