@@ -29,7 +29,7 @@ from progress import Progress
 
 MODEL_FILE, INFO_FILE = "encoder.keras", "encoder.json"
 REFINE_STEPS = 100               # --project_steps from the encoder's start
-# In W+, the encoder's own space: averaged into one w its start loses 3 dB (docs/projection.md).
+# In W+, the encoder's own space: averaged into one w its start lost 3.6 dB (docs/projection.md).
 REFINE_SETTINGS = dict(space="wplus", num_steps=REFINE_STEPS, initial_learning_rate=0.01, initial_noise_factor=0.0)
 PROGRESS_SECONDS = 10.0
 

@@ -481,8 +481,8 @@ def main():
     parser.add_argument("--checkpoint", default=None, help="which checkpoint, as driver.py's --checkpoint "
                         "(default: driver.py's default)")
     parser.add_argument("--slices", type=int, default=100, help="held-out slices, and as many training slices")
-    parser.add_argument("--lesions", type=int, default=64, help="lesioned held-out slices (one per validate slice with enough brain, "
-                        "so --slices bounds them: --slices 8 gave 5)")
+    parser.add_argument("--lesions", type=int, default=64, help="lesioned held-out slices (one per validate "
+                        "slice with enough brain, so --slices bounds them: --slices 8 gave 5)")
     parser.add_argument("--steps", type=int, default=1000, help="projection steps (the reference's 1000; with "
                         "--encoder, 0 is the encoder alone)")
     parser.add_argument("--distance", default="mse", help="distance of the main study (see driver --help)")

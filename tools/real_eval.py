@@ -125,7 +125,8 @@ def main():
             spec = trained.spec
             c = None
             if spec is not None:                # a conditional run: the held-out slices' own labels
-                parts = [(args.data_dir, ("validate",), None)] + ([(args.data_dir, ("train",), held_out)] if held_out else [])
+                parts = [(args.data_dir, ("validate",), None)]
+                parts += [(args.data_dir, ("train",), held_out)] if held_out else []
                 c = labels.draw(evaluation.load_reference(parts, r, None, 1, spec)[1], args.images, seed=0)
             sets = evaluation.generate(trained.generator, args.images, c, names=("noise",))
             fakes, noise_off = sets["generated"], sets["noise_off"]
