@@ -450,12 +450,11 @@ def evaluate():
 
 
 def projection_settings(encoded=False):
-    """The --project_* settings; `encoded`: starting from an encoder (encoder.REFINE_SETTINGS)."""
-    settings = projection.ProjectionSettings(
-        distance=FLAGS.project_distance, optimize_noise=FLAGS.project_noise, seed=FLAGS.project_seed,
-        **(encoder_module.REFINE_SETTINGS if encoded else {}))
-    chosen = {"space": FLAGS.project_space, "num_steps": FLAGS.project_steps}
-    return settings.replace(**{k: v for k, v in chosen.items() if v is not None})
+    """The --project_* settings; `encoded`: starting from an encoder (encoder.projection_settings)."""
+    settings = projection.ProjectionSettings(distance=FLAGS.project_distance, optimize_noise=FLAGS.project_noise,
+                                             seed=FLAGS.project_seed)
+    return encoder_module.projection_settings(settings, encoded, space=FLAGS.project_space,
+                                              num_steps=FLAGS.project_steps)
 
 
 def run_encoder(trained):

@@ -34,6 +34,14 @@ REFINE_SETTINGS = dict(space="wplus", num_steps=REFINE_STEPS, initial_learning_r
 PROGRESS_SECONDS = 10.0
 
 
+def projection_settings(settings, encoded, **chosen):
+    """The projector's settings: `settings` (projection.ProjectionSettings), refined as REFINE_SETTINGS
+    says when it starts from an encoder (`encoded`), then each of `chosen` that is not None: what a
+    user set explicitly wins over either default."""
+    settings = settings.replace(**REFINE_SETTINGS) if encoded else settings
+    return settings.replace(**{k: v for k, v in chosen.items() if v is not None})
+
+
 @dataclasses.dataclass(frozen=True)
 class EncoderSettings:
     """Every tunable of encoder training with its default and unit."""

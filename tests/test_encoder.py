@@ -53,6 +53,17 @@ def test_the_projector_starts_from_the_given_styles(space):
     np.testing.assert_allclose(result.images, np.asarray(E.reconstruct(g, used)), atol=1e-5)
 
 
+def test_from_the_encoder_the_projector_refines_in_wplus_unless_told_otherwise():
+    plain = P.ProjectionSettings(seed=3)
+    assert E.projection_settings(plain, False, space=None, num_steps=None) == plain
+    started = E.projection_settings(plain, True, space=None)
+    assert (started.space, started.num_steps, started.initial_learning_rate, started.seed) == (
+        "wplus", E.REFINE_STEPS, E.REFINE_SETTINGS["initial_learning_rate"], 3)
+    chosen = E.projection_settings(plain, True, space="w", num_steps=7)
+    assert (chosen.space, chosen.num_steps, chosen.initial_learning_rate) == ("w", 7, started.initial_learning_rate)
+    assert E.projection_settings(plain, False, space="wplus").space == "wplus" and plain.space == "w"
+
+
 def test_a_saved_encoder_opens_as_it_was_and_refuses_another_generator(tmp_path):
     g = small_generator()
     net = E.build_encoder(g.resolution, g.channels, g.num_ws, g.w_dim, np.zeros(g.w_dim), width=4, width_max=8)

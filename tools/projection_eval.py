@@ -349,7 +349,7 @@ def timing(g, settings, distance, w_stats, images, steps, batch, encoder=None):
     if encoder is not None:
         for label, started in (("encoder_alone", EncoderAlone(g, encoder, w_stats)),
                                (f"encoder_and_{E.REFINE_STEPS}_steps", P.Projector(
-                                   g, settings.replace(**E.REFINE_SETTINGS, snapshots=1), distance, w_stats, encoder))):
+                                   g, E.projection_settings(settings, True, snapshots=1), distance, w_stats, encoder))):
             started.project(images[:batch])                                   # traces
             seconds = sum(started.project(images[i:i + batch]).seconds for i in range(0, 2 * batch, batch))
             out[label] = {"batch": batch, "seconds_per_slice": seconds / (2 * batch)}
@@ -539,7 +539,7 @@ def study_run(args):
     logging.info("%d validate and %d training slices at %dx%d", len(val_images), len(train_images), resolution,
                  resolution)
     w_stats = P.latent_stats(g)
-    base = P.ProjectionSettings(seed=args.seed, optimize_noise=not args.fixed_noise)
+    reference = P.ProjectionSettings(seed=args.seed, optimize_noise=not args.fixed_noise)   # from w_avg
     net = None
     if args.encoder:
         found = E.find(runs.Paths(args.run_dir).encoder, g)
@@ -550,7 +550,7 @@ def study_run(args):
         logging.info("starting from the encoder trained for %s", found[1].get("checkpoint"))
     elif args.steps < 1:
         raise ValueError("--steps 0 is the encoder alone: add --encoder")
-    base = base.replace(**(E.REFINE_SETTINGS if net else {}), **({"space": args.space} if args.space else {}))
+    base = E.projection_settings(reference, net is not None, space=args.space)
 
     def study(spec, n_slices, n_lesions, steps):
         settings = base.replace(distance=spec)
@@ -591,7 +591,7 @@ def study_run(args):
             figure_lesions(os.path.join(args.docs, "projection_lesions.png"), examples)
     if args.timing_steps > 0:
         images = pixels.to_unit_range(val_images[evenly_spaced(len(val_images), 2 * args.batch)])
-        report["timing"] = timing(g, base.replace(distance=args.distance),
+        report["timing"] = timing(g, reference.replace(distance=args.distance),
                                   P.make_distance(args.distance, d, resolution=resolution), w_stats, images,
                                   args.timing_steps, args.batch, net)
         report["cpu"] = cpu_model()
