@@ -591,3 +591,11 @@ def test_real_eval_reads_another_implementations_samples_into_the_unit_range(tmp
     for count, resolution in ((4, 2), (2, 4)):                           # too few; another resolution
         with pytest.raises(ValueError, match=r"\(3, 2, 2, 1\)"):
             real_eval.load_samples(str(tmp_path / "nv.npy"), count, resolution)
+
+
+def test_real_eval_judges_each_run_at_each_checkpoint_and_a_npy_once():
+    from tools import real_eval
+    assert real_eval.judged_points(["a", "nv.npy"], "best") == [("a", "best", "a"), ("nv.npy", "best", "nv.npy")]
+    assert real_eval.judged_points(["a", "b", "nv.npy"], "best,2079") == [
+        ("a", "best", "a@best"), ("a", "2079", "a@2079"), ("b", "best", "b@best"), ("b", "2079", "b@2079"),
+        ("nv.npy", "best", "nv.npy")]

@@ -59,6 +59,14 @@ def load_samples(path, count, resolution):
     return pixels.to_unit_range(images) if images.dtype == np.uint8 else images.astype(np.float32)
 
 
+def judged_points(runs, checkpoints):
+    """(run, checkpoint, name in the results) for every run at every comma-separated checkpoint; the name
+    is the run itself when there is one checkpoint, else "run@checkpoint". A .npy is judged once."""
+    chosen = [c for c in checkpoints.split(",") if c]
+    return [(run, c, run if len(chosen) == 1 or run.endswith(".npy") else f"{run}@{c}")
+            for run in runs for c in (chosen[:1] if run.endswith(".npy") else chosen)]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run folders (their --output_dir), or .npy files of another "
@@ -68,7 +76,8 @@ def main():
     parser.add_argument("--held_out", default="0037,0384", help="training-split subjects held out of training")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--images", type=int, default=500, help="generated images per run")
-    parser.add_argument("--checkpoint", default="best", help="best (when the run kept one) or latest")
+    parser.add_argument("--checkpoint", default="best", help="best (when the run kept one), latest or a step "
+                        "number; several, comma-separated, judge each run at each (a curve over training)")
     parser.add_argument("--plot", default=None, help="write the SWD curves here, and <name>_samples.png beside it")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
@@ -115,13 +124,13 @@ def main():
                 "levels": levels.thirds(levels.predict_levels(weights, fakes)),
                 **{k: round(v, 3) for k, v in judged.items() if k.startswith(("c2st", "noise_share"))}}
 
-    for run in args.runs:
+    for run, checkpoint, name in judged_points(args.runs, args.checkpoint):
         if run.endswith(".npy"):            # another implementation's samples, trained on flipped slices
             fakes, noise_off = load_samples(run, args.images, r), None
             judged = evaluation.evaluate_images(fakes, reference, names=("c2st",), train_reals=train_sample())
-            results[run] = judge(fakes, judged, None)
+            results[name] = judge(fakes, judged, None)
         else:
-            trained = inference.open_generator(run, args.checkpoint)
+            trained = inference.open_generator(run, checkpoint)
             spec = trained.spec
             c = None
             if spec is not None:                # a conditional run: the held-out slices' own labels
@@ -132,21 +141,21 @@ def main():
             fakes, noise_off = sets["generated"], sets["noise_off"]
             judged = evaluation.evaluate_images(reals=reference, names=("c2st", "noise"),
                                                 train_reals=train_sample(trained.config.mirror), **sets)
-            results[run] = judge(fakes, judged, trained.images_seen / 1000)
+            results[name] = judge(fakes, judged, trained.images_seen / 1000)
             history_path = os.path.join(run, "logs", "history.json")
             history = json.load(open(history_path)) if os.path.exists(history_path) else []
             for key in ("swd_avg", "swd_each_avg"):     # the periodic curve's best and last (kimg, score)
                 curve = [(h["kimg"], h[key]) for h in history if key in h]
-                results[run][f"periodic_best_{key}"] = min(curve, key=lambda p: p[1]) if curve else None
-                results[run][f"periodic_final_{key}"] = curve[-1] if curve else None
-        print(json.dumps({run: results[run]}), flush=True)
+                results[name][f"periodic_best_{key}"] = min(curve, key=lambda p: p[1]) if curve else None
+                results[name][f"periodic_final_{key}"] = curve[-1] if curve else None
+        print(json.dumps({name: results[name]}), flush=True)
         if args.plot:
             stem = os.path.splitext(args.plot)[0]
             # Real held-out slices, then samples with random noise, then the same latents with the noise off.
             cells = [reference[np.linspace(0, len(reference) - 1, 8).astype(int)], fakes[:16]]
             cells += [] if noise_off is None else [noise_off[:16]]
-            name = os.path.splitext(os.path.basename(os.path.normpath(run)))[0]
-            visualize.save_grid(f"{stem}_{name}_samples.png", np.concatenate(cells), columns=8)
+            stem_name = os.path.splitext(os.path.basename(os.path.normpath(name)))[0]
+            visualize.save_grid(f"{stem}_{stem_name}_samples.png", np.concatenate(cells), columns=8)
     if args.plot:
         plot_curves(args.plot, [run for run in args.runs if not run.endswith(".npy")], results["floor"])
     if args.out:
