@@ -11,9 +11,8 @@ slices with requested levels evenly spread over [0, 1] (its other labels drawn f
 slices' own), and the regressor reads their levels back: the correlation and mean absolute error
 between requested and read levels, beside the regressor's own error on real held-out slices.
 
-The validate subject of oasis1_fullhead (0198) is stored upside down with its slice numbers running
-the other way (README, "A data note"); `--orient` (default on) flips its images up-down and its
-levels (1 - level) before scoring it, so the regressor is asked the question it was trained on.
+The validate subject of oasis1_fullhead (0198) is scored as stored: since its re-cut of 2026-12-03
+it is upright, with its levels numbered as the training subjects' (../shared/data/README.md).
 
 Lives here: this study only (a measurement script, not part of the package). Not here: the level
 regressor and its scores (levels.py), opening the model (inference.py). Run it from the
@@ -44,8 +43,6 @@ def main():
     parser.add_argument("--held_out", default="0037,0384", help="training-split subjects held out of training")
     parser.add_argument("--images", type=int, default=500, help="generated slices with requested levels")
     parser.add_argument("--checkpoint", default="best")
-    parser.add_argument("--orient", action=argparse.BooleanOptionalAction, default=True,
-                        help="flip the validate subject up-down and its levels before scoring it")
     parser.add_argument("--sweep", default=None, help="write a sweep grid of the slice level here (PNG)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
@@ -67,8 +64,6 @@ def main():
     real, real_levels = levels.slices_with_levels(args.data_dir, r, ("train",), subjects=held_out)
     results["real_held_out"] = levels.agreement(real_levels, levels.predict_levels(weights, real))
     validate, validate_levels = levels.slices_with_levels(args.data_dir, r, ("validate",))
-    if args.orient:
-        validate, validate_levels = validate[:, ::-1], 1.0 - validate_levels
     results["real_validate"] = levels.agreement(validate_levels, levels.predict_levels(weights, validate))
 
     # Requested levels evenly over [0, 1]; the other labels as the held-out slices have them.

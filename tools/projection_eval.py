@@ -21,9 +21,9 @@ What it does, with the run's EMA generator (latest checkpoint in RUN_DIR, or --c
   baseline scores by the residual against the mean training slice of the same level (slice level
   z from names `case_<id>_slice_<z>.nii.png`, read by labels.slice_number; training subjects are in
   MNI space, so their levels align). Held-out slices are first put in the training orientation and
-  paired with the level they match best (--orient auto): the validate subject of oasis1_fullhead is
-  stored upside down, with levels numbered otherwise, so its names' levels do not pair it with the
-  right mean slice.
+  paired with the level they match best (--orient auto), so that a subject stored upside down or with
+  its levels numbered otherwise (oasis1_fullhead's validate subject before its re-cut of 2026-12-03)
+  still meets the right mean slice; a subject stored as the training ones is kept as it is.
 - Distances: with --compare, the same on --compare_slices slices and --compare_steps steps for
   each distance, plus recovery of --compare_generated generated slices whose w is known.
 - Timing: seconds per projected slice one at a time and in batches of --batch.
@@ -139,7 +139,7 @@ def match_orientation(images, means):
     training slices: for each in-plane orientation, every slice is paired with the mean training slice
     it correlates with best; the orientation with the higher mean correlation wins. For slices in the
     training subjects' space this returns them as stored, at their own levels (within a slice or two);
-    oasis1_fullhead's validate subject is stored upside down and its levels are numbered differently.
+    oasis1_fullhead's validate subject was stored upside down, its levels numbered otherwise, until 2026-12-03.
     Left-right is not tested (training mirrors slices left-right).
     Returns (images, levels [N], orientation name, {orientation: mean correlation})."""
     results = {name: (flip(images), *best_levels(flip(images), means)) for name, flip in ORIENTATIONS.items()}
@@ -500,8 +500,8 @@ def main():
     parser.add_argument("--json", default=None, help="where to write every number (default RUN_DIR/projection_eval.json)")
     parser.add_argument("--orient", default="auto", choices=("auto", "none"),
                         help="auto: flip held-out slices up-down if that matches the training slices better, and pair "
-                             "each with the training level it matches best (oasis1_fullhead's validate subject is "
-                             "stored upside down, its levels numbered otherwise); none: as stored, levels from names")
+                             "each with the training level it matches best (for a subject stored otherwise than the "
+                             "training ones); none: as stored, levels from names")
     parser.add_argument("--held_out", default="", help="comma-separated train-split subjects the run was trained "
                         "without (its --exclude_subjects): left out of the training slices and reconstructed as "
                         "a further held-out set at the same levels")
