@@ -138,8 +138,7 @@ def match_orientation(images, means):
     """Held-out slices in the orientation, and with the levels, under which they look most like the
     training slices: for each in-plane orientation, every slice is paired with the mean training slice
     it correlates with best; the orientation with the higher mean correlation wins. For slices in the
-    training subjects' space this returns them as stored, at their own levels (within a slice or two);
-    oasis1_fullhead's validate subject was stored upside down, its levels numbered otherwise, until 2026-12-03.
+    training subjects' space this returns them as stored, at their own levels (within a slice or two).
     Left-right is not tested (training mirrors slices left-right).
     Returns (images, levels [N], orientation name, {orientation: mean correlation})."""
     results = {name: (flip(images), *best_levels(flip(images), means)) for name, flip in ORIENTATIONS.items()}
