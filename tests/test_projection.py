@@ -394,6 +394,20 @@ def test_each_image_statistic_scores_a_small_bright_lesion_against_a_faint_overa
     assert scores["image_auroc"] == 1.0 and scores["pixel_auroc"] == 1.0
 
 
+def test_the_noise_floor_is_exact_without_noise_and_falls_as_the_noise_strengthens(study):
+    """The true w renders its own target exactly when the noise layers add nothing (PSNR's cap, 120 dB);
+    with noise, a fresh draw misses by more than switching the noise off does (it adds a second draw)."""
+    floors = []
+    for strength in (0.0, 0.05, 0.2):
+        g = small_generator(8, strength=strength)
+        w, targets = known_targets(g, 4)
+        floors.append(study.noise_floor(g, w, targets))
+    assert floors[0] == {"none": pytest.approx(120.0), "random": pytest.approx(120.0)}
+    for weak, strong in zip(floors[1:], floors[2:]):
+        assert strong["none"] < weak["none"] and strong["random"] < weak["random"]
+    assert all(f["random"] < f["none"] < 100.0 for f in floors[1:])
+
+
 def test_held_out_subjects_leave_the_training_slices_whatever_way_their_ids_are_written(study):
     levels = np.array([1, 2, 1, 2, 1])
     subjects = ["37", "37", "384", "5", "5"]

@@ -327,7 +327,8 @@ def lesion_study(projector, images, recons, levels, means, resolution, n, batch,
 
 
 def generated_recovery(g, projector, n, batch):
-    """Project n generated slices of known w: PSNR and |w - w_true| / w_std (W space)."""
+    """Project n generated slices of known w: PSNR and |w - w_true| / w_std (W space), and the noise's
+    floor beside them (`noise_floor`): what even the true w recovers without the noise maps' draw."""
     import sampling
     seeds = list(range(10_000, 10_000 + n))
     w_true = np.asarray(g.mapping(sampling.latents(seeds, g.z_dim)))
@@ -338,7 +339,16 @@ def generated_recovery(g, projector, n, batch):
         recons.append(result.images)
         errors.append(np.linalg.norm(result.ws.mean(axis=1) - w_true[start:start + batch], axis=1) / projector.w_std)
     return {"psnr": float(metrics.psnr(np.concatenate(recons), targets).mean()),
-            "w_error_in_w_std": float(np.concatenate(errors).mean()), "n": n}
+            "w_error_in_w_std": float(np.concatenate(errors).mean()), "n": n,
+            "true_w": noise_floor(g, w_true, targets)}
+
+
+def noise_floor(g, w, targets, seed=0):
+    """Mean PSNR against `targets` (rendered from `w` with the constant noise) of the same w with the noise
+    off and with a fresh random draw: a projection that found w exactly but not the noise scores so."""
+    return {mode: float(metrics.psnr(np.asarray(g.synthesis(g.broadcast(w), noise_mode=mode,
+                                                            noise_seed=np.array([seed, 0]))), targets).mean())
+            for mode in ("none", "random")}
 
 
 def timing(g, settings, distance, w_stats, images, steps, batch, encoder=None):
@@ -466,6 +476,9 @@ def print_tables(report):
                   f"{c['seconds_per_slice_step']:.4f} |")
         base = next(iter(report["comparison"].values()))["lesions"]["baseline"]
         print(f"| (baseline: mean slice) | | | | {base['pixel_auroc']:.3f} | {base['image_auroc']:.3f} | | | |")
+        floor = next(iter(report["comparison"].values()))["generated"]["true_w"]
+        print(f"\nThe generated slices' own w, rendered without their noise draw: {floor['none']:.2f} dB with the "
+              f"noise off, {floor['random']:.2f} dB with a fresh one (what finding w alone can reach).")
 
 
 # ---------------------------------------------------------------------------------------------
