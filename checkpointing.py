@@ -23,8 +23,8 @@ from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState
 
 import atomic
 import labels
-from runs import (_CKPT_INDEX, CONFIG_FILE, DATA_FILE, HISTORY_FILE, NonFiniteStateError, RunError, _first_line,
-                  checkpoints_on_disk)
+from runs import (_CKPT_INDEX, CONFIG_FILE, DATA_FILE, HISTORY_FILE, RUN_FILE, NonFiniteStateError, RunError,
+                  _first_line, checkpoints_on_disk)
 
 
 BEST_FOLDER, BEST_FILE = "best", "best.json"     # checkpoints/best/: the lowest held-out SWD so far
@@ -298,7 +298,7 @@ def _delete_checkpoint_files(paths, leftovers_only):
         leftover = (_INDEX_TEMP.match(entry.name) or _JSON_TEMP.match(entry.name)
                     or (data_match and data_match.group(1) not in indexed))
         own = (leftover or _CKPT_INDEX.match(entry.name) or data_match
-               or entry.name in ("checkpoint", CONFIG_FILE, DATA_FILE, labels.LABEL_FILE))
+               or entry.name in ("checkpoint", CONFIG_FILE, DATA_FILE, RUN_FILE, labels.LABEL_FILE))
         if leftover or (own and not leftovers_only):
             os.remove(entry.path)
             deleted.append(entry.path)

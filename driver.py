@@ -90,14 +90,16 @@ flags.DEFINE_enum("mode", "train", ["train", "generate", "export", "evaluate", "
                   "projection).")
 flags.DEFINE_enum("load", None, ["weights"], "`--load weights` resumes from the latest checkpoint in --output_dir: "
                   "step, optimizers, EMA, augmentation state and configuration. Of the settings only "
-                  + ", ".join(f"--{k}" for k in resume.RESUMABLE) + " (and --tick_kimg, --eval_*) may change; "
-                  "each change is recorded in logs/history.json.")
+                  + ", ".join(f"--{k}" for k in resume.RESUMABLE) + " may change; "
+                  "each change is recorded in logs/history.json. The run's data (data.json) and its --tick_kimg, "
+                  "--keep_checkpoints and --eval_* (run.json) are used again unless typed (the run flags may "
+                  "change).")
 flags.DEFINE_enum("clear", None, list(resume.CLEARABLE),
                   "Delete, then exit (add --mode or --load to go on afterwards): samples: the sample images "
                   "(samples/, generated/); cache: the decoded-data cache (cache/); both: samples and cache, "
                   "never checkpoints; checkpoints: the run itself (checkpoints/ckpt-*, its index, config.json, "
-                  "labels.json, logs/history.json, leftovers of killed saves), so that a new run can start in "
-                  "--output_dir. "
+                  "data.json, run.json, labels.json, logs/history.json, leftovers of killed saves), so that a "
+                  "new run can start in --output_dir. "
                   "Only files this program writes are deleted; links are never followed.")
 # Where.
 flags.DEFINE_string("output_dir", ".", "Folder for checkpoints/, samples/, cache/, logs/, generated/, exports/.")
@@ -326,8 +328,8 @@ def run_options():
         init_from=FLAGS.init_from, steps_per_execution=FLAGS.steps_per_execution,
         condition=tuple(labels.parse_names(FLAGS.condition)) if FLAGS.mode == "train" else (),
         labels=FLAGS.labels, labels_missing=FLAGS.labels_missing,
-        typed=frozenset(n for n in (*resume.DATA_SETTINGS, "eval_subjects", "labels", "labels_missing")
-                        if FLAGS[n].present))
+        typed=frozenset(n for n in (*resume.DATA_SETTINGS, *resume.RUN_SETTINGS, "eval_subjects", "labels",
+                                    "labels_missing") if FLAGS[n].present))
 
 
 def train():

@@ -26,6 +26,11 @@ from runs import RunError, _first_line, checkpoints_on_disk, read_config
 # Settings that may change when a run is resumed: they change neither the networks' shapes nor
 # what the checkpointed state means (run options such as --tick_kimg and --eval_* change freely).
 RESUMABLE = ("kimg", "g_lr", "d_lr", "r1_gamma", "ada_target")
+# The run options that say how a run ticks, keeps checkpoints and is judged; saved in RUN_FILE so a
+# resume goes on as the run began (a typed one changes freely; --strategy and --steps_per_execution
+# belong to the machine and are left to each launch).
+RUN_SETTINGS = ("tick_kimg", "keep_checkpoints", "eval_kimg", "eval_images", "eval_metrics", "best_by", "eval_dir",
+                "eval_splits", "inception_weights")
 # The run options that say what a run trains on; saved in DATA_FILE (a conditional run's label table
 # and --labels_missing are in its labels.json).
 DATA_SETTINGS = ("data_dir", "splits", "exclude_subjects")
@@ -64,6 +69,34 @@ def save_data(paths, options):
     atomic.write_json(paths.data_file, {"data_dir": options.data_dir and os.path.abspath(options.data_dir),
                                         "splits": list(options.splits),
                                         "exclude_subjects": list(options.exclude_subjects)})
+
+
+def save_run_settings(paths, options):
+    """Record how the run ticks, keeps checkpoints and is judged (RUN_SETTINGS of `options`)."""
+    saved = {name: getattr(options, name) for name in RUN_SETTINGS}
+    saved.update({name: saved[name] and os.path.abspath(saved[name]) for name in ("eval_dir", "inception_weights")})
+    atomic.write_json(paths.run_file, {name: list(v) if isinstance(v, tuple) else v for name, v in saved.items()})
+
+
+def resolve_run_settings(paths, options):
+    """The run options with the run's own RUN_SETTINGS (run.json) in place of every one the user did
+    not type (`options.typed`), so a resume without them keeps its checkpoints and its periodic
+    evaluation. A run from before run.json keeps the options as given."""
+    try:
+        with open(paths.run_file) as f:
+            saved = json.load(f)
+        saved = {name: tuple(saved[name]) if isinstance(saved[name], list) else saved[name] for name in RUN_SETTINGS}
+    except FileNotFoundError:
+        return options
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RunError(f"{paths.run_file} cannot be read ({_first_line(e)}); it records how this run ticks, keeps "
+                       f"checkpoints and is evaluated: put it back from a copy of the run, or delete it and resume "
+                       f"with the run's --tick_kimg, --keep_checkpoints and --eval_* flags") from None
+    taken = {name: value for name, value in saved.items() if name not in options.typed}
+    try:
+        return dataclasses.replace(options, **taken)
+    except ValueError as e:
+        raise RunError(f"{paths.run_file}: {e}") from None
 
 
 def resolve_run_data(paths, options, resume=True):
@@ -182,8 +215,8 @@ CLEARABLE = ("samples", "cache", "both", "checkpoints")
 def clear_outputs(paths, which, delete=True):
     """Delete the run's own outputs: 'samples' (images in samples/ and generated/), 'cache', 'both'
     (samples and cache) or 'checkpoints' (the run itself: ckpt-*, the index, config.json,
-    logs/history.json and the leftovers of killed saves; taken under the run's lock, so never from
-    under a running training). Returns what was deleted (delete=False: what would be, for samples
+    data.json, run.json, labels.json, logs/history.json and the leftovers of killed saves; taken
+    under the run's lock, so never from under a running training). Returns what was deleted (delete=False: what would be, for samples
     and cache). Only files this project writes are touched, and links are never followed, so
     nothing outside the output folder can be lost."""
     if which not in CLEARABLE:

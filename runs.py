@@ -19,6 +19,7 @@ from config import Config
 
 CONFIG_FILE = "config.json"
 DATA_FILE = "data.json"      # the data the run trains on (DATA_SETTINGS), so that a resume uses it again
+RUN_FILE = "run.json"        # how it ticks, keeps checkpoints and is evaluated (RUN_SETTINGS), likewise
 HISTORY_FILE = "history.json"
 LOCK_FILE = ".lock"
 
@@ -53,6 +54,10 @@ class Paths:
     @property
     def data_file(self):
         return os.path.join(self.checkpoints, DATA_FILE)
+
+    @property
+    def run_file(self):
+        return os.path.join(self.checkpoints, RUN_FILE)
 
     @property
     def labels_file(self):

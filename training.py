@@ -36,7 +36,7 @@ from checkpointing import Checkpointer, clean_leftovers, repair_index, resume_co
 from config import Config
 from gan import NonFiniteLossError, StopOnNonFinite, build_gan
 from resume import (initialize_from, record_changes, refuse_overwrite, resolve_resume_config, resolve_run_data,
-                    save_data)
+                    resolve_run_settings, save_data, save_run_settings)
 from runlock import RunLock
 from runs import Paths, RunError
 
@@ -67,7 +67,7 @@ class RunOptions:
     condition: tuple = ()             # label names of a conditional run (labels.py), e.g. ("slice", "age")
     labels: str | None = None         # the CSV of subject covariates for them
     labels_missing: str = "error"     # or "drop": slices of subjects without a value
-    typed: frozenset = frozenset()    # the data flags the user typed: a resume uses the run's own for the rest
+    typed: frozenset = frozenset()    # the data and run flags the user typed: a resume uses the run's own for the rest
 
     def __post_init__(self):
         for name in ("tick_kimg", "eval_kimg"):
@@ -366,7 +366,7 @@ def _train_as_worker(config, options, explicit, strategy):
 class Plan:
     """What a training will do, decided before anything is written (`plan`)."""
     config: Config                 # with a resume's rules applied (resume.resolve_resume_config)
-    options: RunOptions            # with the run's own data in place of what was not typed
+    options: RunOptions            # with the run's own data and run settings in place of what was not typed
     changes: dict                  # {setting: [old, new]} that a resume changes
     spec: labels.LabelSpec | None  # a resumed conditional run's saved label definition
 
@@ -387,7 +387,7 @@ def plan(config, options, explicit=(), replicas=1):
     changes, spec = {}, None
     if options.resume:
         config, changes = resolve_resume_config(paths, config, set(explicit))
-        options = resolve_run_data(paths, options)
+        options = resolve_run_settings(paths, resolve_run_data(paths, options))
         spec = _saved_labels(config, options, paths)
     else:
         refuse_overwrite(paths)
@@ -521,6 +521,7 @@ def _train_locked(config, options, explicit, paths, strategy):
                      "counters", source)
     atomic.write_json(paths.config_file, dataclasses.asdict(config))
     save_data(paths, options)
+    save_run_settings(paths, options)
     if spec:                                   # read only for a configuration with c_dim > 0
         labels.save(spec, paths.labels_file)
 

@@ -272,7 +272,7 @@ def test_a_kill_at_every_file_operation_of_a_save_resumes_exactly(straight, fork
         np.testing.assert_allclose(resumed[name], expected[name], rtol=1e-4, atol=1e-5, err_msg=name)
     assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == [
         "checkpoint", f"ckpt-{FAULT_STEPS}.data-00000-of-00001", f"ckpt-{FAULT_STEPS}.index", "config.json",
-        "data.json"]
+        "data.json", "run.json"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,6 +329,32 @@ def test_a_resume_trains_on_the_runs_own_data_and_a_folder_that_is_gone_is_named
     assert f"data: {moved}\n" in result.stdout and "31 files (train)" in result.stdout     # 001 still held out
     result = run(out, "--load=weights", "--kimg=0.024")
     assert "data: cache hit, 31 slices" in result.stderr and "synthetic" not in result.stderr   # moved/, cached
+
+
+def test_a_resume_keeps_the_runs_ticks_checkpoints_and_evaluation_unless_typed(trained, eval_slices, tmp_path):
+    """A resume without --tick_kimg, --keep_checkpoints and --eval_* once fell back to the defaults:
+    the periodic evaluation stopped and the rotation deleted checkpoints the run had kept."""
+    out = copy_of(trained, tmp_path)
+    run_file = os.path.join(out, "checkpoints", "run.json")
+    assert json.load(open(run_file)) == {
+        "tick_kimg": 0.008, "keep_checkpoints": 3, "eval_kimg": 0.016, "eval_images": 16, "eval_metrics": ["swd"],
+        "best_by": "swd_each", "eval_dir": eval_slices, "eval_splits": ["validate"], "inception_weights": None}
+
+    run(out, "--load=weights", "--kimg=0.032", "--keep_checkpoints=5")     # one typed: it changes, and is saved
+    assert json.load(open(run_file))["keep_checkpoints"] == 5
+    history = json.load(open(os.path.join(out, "logs", "history.json")))
+    assert [h["kimg"] for h in history if "swd_avg" in h] == [0.016, 0.032]   # every 0.016 kimg, against eval_dir
+    run(out, "--load=weights", "--kimg=0.048")
+    kept = sorted(int(name[5:-6]) for name in os.listdir(os.path.join(out, "checkpoints")) if name.endswith(".index"))
+    assert kept == [4, 6, 8, 10, 12]                                       # a tick every 2 steps, five kept
+    assert [h["kimg"] for h in json.load(open(os.path.join(out, "logs", "history.json"))) if "swd_avg" in h] == [
+        0.016, 0.032, 0.048]
+
+    json.dump({**json.load(open(run_file)), "tick_kimg": -1}, open(run_file, "w"))
+    before = digest(out)
+    result = run(out, "--load=weights", "--kimg=0.064", expect=1)
+    assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[-1]]
+    assert f"{run_file}: --tick_kimg=-1 must be positive and finite" in result.stderr and digest(out) == before
 
 
 def test_a_dry_run_prints_what_clear_would_delete_and_clear_keeps_a_users_own_images(trained, tmp_path):
