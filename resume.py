@@ -216,9 +216,9 @@ def clear_outputs(paths, which, delete=True):
     """Delete the run's own outputs: 'samples' (images in samples/ and generated/), 'cache', 'both'
     (samples and cache) or 'checkpoints' (the run itself: ckpt-*, the index, config.json,
     data.json, run.json, labels.json, logs/history.json and the leftovers of killed saves; taken
-    under the run's lock, so never from under a running training). Returns what was deleted (delete=False: what would be, for samples
-    and cache). Only files this project writes are touched, and links are never followed, so
-    nothing outside the output folder can be lost."""
+    under the run's lock, so never from under a running training). Returns what was deleted
+    (delete=False: what would be, for samples and cache). Only files this project writes are
+    touched, and links are never followed, so nothing outside the output folder can be lost."""
     if which not in CLEARABLE:
         raise ValueError(f"--clear takes one of {', '.join(CLEARABLE)}, got {which!r}")
     if which == "checkpoints" and not delete:
