@@ -340,20 +340,17 @@ def test_a_resume_keeps_the_runs_ticks_checkpoints_and_evaluation_unless_typed(t
         "tick_kimg": 0.008, "keep_checkpoints": 3, "eval_kimg": 0.016, "eval_images": 16, "eval_metrics": ["swd"],
         "best_by": "swd_each", "eval_dir": eval_slices, "eval_splits": ["validate"], "inception_weights": None}
 
-    run(out, "--load=weights", "--kimg=0.032", "--keep_checkpoints=5")     # one typed: it changes, and is saved
+    run(out, "--load=weights", "--kimg=0.048", "--keep_checkpoints=5")     # one typed: it changes, and is saved
     assert json.load(open(run_file))["keep_checkpoints"] == 5
-    history = json.load(open(os.path.join(out, "logs", "history.json")))
-    assert [h["kimg"] for h in history if "swd_avg" in h] == [0.016, 0.032]   # every 0.016 kimg, against eval_dir
-    run(out, "--load=weights", "--kimg=0.048")
     kept = sorted(int(name[5:-6]) for name in os.listdir(os.path.join(out, "checkpoints")) if name.endswith(".index"))
     assert kept == [4, 6, 8, 10, 12]                                       # a tick every 2 steps, five kept
-    assert [h["kimg"] for h in json.load(open(os.path.join(out, "logs", "history.json"))) if "swd_avg" in h] == [
-        0.016, 0.032, 0.048]
+    history = json.load(open(os.path.join(out, "logs", "history.json")))
+    assert [h["kimg"] for h in history if "swd_avg" in h] == [0.016, 0.032, 0.048]   # every 0.016, on eval_dir
 
     json.dump({**json.load(open(run_file)), "tick_kimg": -1}, open(run_file, "w"))
     before = digest(out)
     result = run(out, "--load=weights", "--kimg=0.064", expect=1)
-    assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[-1]]
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]       # the one message alone
     assert f"{run_file}: --tick_kimg=-1 must be positive and finite" in result.stderr and digest(out) == before
 
 
