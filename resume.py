@@ -64,37 +64,47 @@ def resolve_resume_config(paths, requested, explicit):
     return resumed, changes
 
 
+def _save_settings(path, options, names, folders):
+    """Write the run options `names` of `options` to `path` as JSON, the `folders` among them absolute."""
+    saved = {name: getattr(options, name) for name in names}
+    saved.update({name: saved[name] and os.path.abspath(saved[name]) for name in folders})
+    atomic.write_json(path, {name: list(v) if isinstance(v, tuple) else v for name, v in saved.items()})
+
+
+def _read_settings(path, names, records, flags):
+    """The run options `names` saved at `path` (lists as tuples), or None for a run from before the
+    file; unreadable or incomplete, one RunError saying what it `records` and how to go on."""
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        return {name: tuple(saved[name]) if isinstance(saved[name], list) else saved[name] for name in names}
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RunError(f"{path} cannot be read ({_first_line(e)}); it records {records}: put it back from a copy of "
+                       f"the run, or delete it and resume with the run's {flags}") from None
+
+
 def save_data(paths, options):
     """Record what the run trains on (DATA_SETTINGS of `options`; the folder as an absolute path)."""
-    atomic.write_json(paths.data_file, {"data_dir": options.data_dir and os.path.abspath(options.data_dir),
-                                        "splits": list(options.splits),
-                                        "exclude_subjects": list(options.exclude_subjects)})
+    _save_settings(paths.data_file, options, DATA_SETTINGS, ("data_dir",))
 
 
 def save_run_settings(paths, options):
     """Record how the run ticks, keeps checkpoints and is judged (RUN_SETTINGS of `options`)."""
-    saved = {name: getattr(options, name) for name in RUN_SETTINGS}
-    saved.update({name: saved[name] and os.path.abspath(saved[name]) for name in ("eval_dir", "inception_weights")})
-    atomic.write_json(paths.run_file, {name: list(v) if isinstance(v, tuple) else v for name, v in saved.items()})
+    _save_settings(paths.run_file, options, RUN_SETTINGS, ("eval_dir", "inception_weights"))
 
 
 def resolve_run_settings(paths, options):
     """The run options with the run's own RUN_SETTINGS (run.json) in place of every one the user did
     not type (`options.typed`), so a resume without them keeps its checkpoints and its periodic
     evaluation. A run from before run.json keeps the options as given."""
-    try:
-        with open(paths.run_file) as f:
-            saved = json.load(f)
-        saved = {name: tuple(saved[name]) if isinstance(saved[name], list) else saved[name] for name in RUN_SETTINGS}
-    except FileNotFoundError:
+    saved = _read_settings(paths.run_file, RUN_SETTINGS, "how this run ticks, keeps checkpoints and is evaluated",
+                           "--tick_kimg, --keep_checkpoints and --eval_* flags")
+    if saved is None:
         return options
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise RunError(f"{paths.run_file} cannot be read ({_first_line(e)}); it records how this run ticks, keeps "
-                       f"checkpoints and is evaluated: put it back from a copy of the run, or delete it and resume "
-                       f"with the run's --tick_kimg, --keep_checkpoints and --eval_* flags") from None
-    taken = {name: value for name, value in saved.items() if name not in options.typed}
     try:
-        return dataclasses.replace(options, **taken)
+        return dataclasses.replace(options, **{k: v for k, v in saved.items() if k not in options.typed})
     except ValueError as e:
         raise RunError(f"{paths.run_file}: {e}") from None
 
@@ -106,17 +116,10 @@ def resolve_run_data(paths, options, resume=True):
     with the saved one named (an evaluation may compare with other data). A saved folder that is
     gone is an error naming --data_dir; a typed --data_dir then takes its place. A run from before
     data.json keeps the options as given."""
-    try:
-        with open(paths.data_file) as f:
-            saved = json.load(f)
-        saved = {"data_dir": saved["data_dir"], "splits": tuple(saved["splits"]),
-                 "exclude_subjects": tuple(saved["exclude_subjects"])}
-    except FileNotFoundError:
+    saved = _read_settings(paths.data_file, DATA_SETTINGS, "the data this run trains on",
+                           "--data_dir, --splits and --exclude_subjects")
+    if saved is None:
         return options
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise RunError(f"{paths.data_file} cannot be read ({_first_line(e)}); it records the data this run trains "
-                       f"on: put it back from a copy of the run, or delete it and resume with the run's --data_dir, "
-                       f"--splits and --exclude_subjects") from None
     folder = saved["data_dir"]
     shown = {"data_dir": folder or "the built-in synthetic slices", "splits": ",".join(saved["splits"]),
              "exclude_subjects": ",".join(saved["exclude_subjects"]) or "none"}
